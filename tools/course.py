@@ -1,0 +1,136 @@
+#!/usr/bin/env python3
+"""Set up the course and run it, or run its tests: the two commands of the README.
+
+    python3 tools/course.py run     # set up, fetch + curate the data, execute every lesson
+    python3 tools/course.py test    # set up, run the whole test suite
+
+Both create ``.venv`` in the repository (once) and install the package with its pinned
+dependencies into it. Only the standard library is used here, so this runs on a bare Python 3.11.
+
+Options:
+    --mirror DIR     read the sources from a local mirror instead of the network
+                     (same as setting CXR_DATA_MIRROR=DIR)
+    --lessons 01 03  run only these lessons (``run`` only)
+    --no-venv        use the current interpreter (e.g. an activated conda env) instead of .venv
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import time
+import venv
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+VENV = REPO / ".venv"
+STAMP = VENV / ".cxr-course-installed"
+
+
+def say(msg: str) -> None:
+    print(f"[course] {msg}", flush=True)
+
+
+def venv_python() -> Path:
+    return VENV / ("Scripts/python.exe" if os.name == "nt" else "bin/python")
+
+
+def ensure_environment(use_venv: bool) -> Path:
+    """Create ``.venv`` and install ``cxr-course[dev]`` into it unless already done; return its python."""
+    if not use_venv:
+        return Path(sys.executable)
+    if sys.version_info[:2] != (3, 11):
+        say(f"warning: the course is pinned for Python 3.11; this is {sys.version.split()[0]}")
+    py = venv_python()
+    pyproject = REPO / "pyproject.toml"
+    if STAMP.exists() and STAMP.read_text() == pyproject.read_text() and py.exists():
+        say(f"environment ready ({VENV.relative_to(REPO)})")
+        return py
+    t0 = time.time()
+    if not py.exists():
+        say(f"creating {VENV.relative_to(REPO)} ...")
+        venv.EnvBuilder(with_pip=True, clear=False).create(VENV)
+    say("installing the course and its pinned dependencies (a few minutes the first time) ...")
+    pip = [str(py), "-m", "pip", "--disable-pip-version-check"]
+    subprocess.run([*pip, "install", "-q", "--upgrade", "pip"], check=True)
+    subprocess.run([*pip, "install", "-q", "-e", f"{REPO}[dev]"], check=True)
+    STAMP.write_text(pyproject.read_text())
+    say(f"environment ready in {time.time() - t0:.0f} s")
+    return py
+
+
+def run(cmd: list[str], env: dict[str, str]) -> None:
+    """Run ``cmd`` from the repository root; exit with its code if it fails."""
+    proc = subprocess.run(cmd, cwd=REPO, env=env)
+    if proc.returncode != 0:
+        say(f"failed ({proc.returncode}): {' '.join(cmd)}")
+        sys.exit(proc.returncode)
+
+
+def lesson_paths(selected: list[str] | None) -> list[Path]:
+    lessons = sorted((REPO / "notebooks").glob("[0-9][0-9]_*.ipynb"))
+    if selected:
+        lessons = [p for p in lessons if p.name[:2] in selected]
+    return lessons
+
+
+def cmd_run(args: argparse.Namespace, py: Path, env: dict[str, str]) -> None:
+    t0 = time.time()
+    fetch = [str(py), "-m", "cxr_utils.cli", "fetch"]
+    if args.mirror:
+        fetch += ["--mirror", args.mirror]
+    run(fetch, env)
+    run([str(py), "-m", "cxr_utils.cli", "curate"], env)
+    out_dir = Path(env.get("CXR_RUNS_DIR") or REPO / "runs") / "notebooks"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    timings = []
+    for nb in lesson_paths(args.lessons):
+        say(f"executing {nb.name} ...")
+        t = time.time()
+        run(
+            [str(py), "-m", "papermill", str(nb), str(out_dir / nb.name),
+             "--cwd", str(REPO / "notebooks"), "--kernel", "python3", "--no-progress-bar"],
+            env,
+        )
+        timings.append((nb.name, time.time() - t))
+    print()
+    for name, secs in timings:
+        print(f"  {name:<40s} {secs / 60:5.1f} min")
+    rel = out_dir.relative_to(REPO) if out_dir.is_relative_to(REPO) else out_dir
+    print(f"Course complete: {len(timings)} lessons executed into {rel}/ in {(time.time() - t0) / 60:.1f} min.")
+
+
+def cmd_test(args: argparse.Namespace, py: Path, env: dict[str, str]) -> None:
+    if not env.get("CXR_DATA_MIRROR"):
+        say("error: the tests read the offline data mirror. Set CXR_DATA_MIRROR=DIR or pass --mirror DIR")
+        say("       (in a checkout next to the course's shared/ folder: --mirror ../shared/cxr-mirror).")
+        sys.exit(2)
+    run([str(py), "-m", "pytest", "--nbval-lax", *args.pytest_args], env)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    for name, help_ in (("run", "set up and run the whole course"), ("test", "set up and run the tests")):
+        p = sub.add_parser(name, help=help_)
+        p.add_argument("--mirror", help="local mirror of the sources (default: $CXR_DATA_MIRROR)")
+        p.add_argument("--no-venv", action="store_true", help="use this interpreter, not .venv")
+        if name == "run":
+            p.add_argument("--lessons", nargs="*", help="lesson numbers to run, e.g. 01 02")
+        else:
+            p.add_argument("pytest_args", nargs="*", help="extra arguments for pytest")
+    args = parser.parse_args()
+    env = dict(os.environ)
+    if args.mirror:
+        args.mirror = str(Path(args.mirror).expanduser().resolve())
+        env["CXR_DATA_MIRROR"] = args.mirror
+    env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    py = ensure_environment(use_venv=not args.no_venv)
+    env["PATH"] = f"{py.parent}{os.pathsep}{env.get('PATH', '')}"
+    {"run": cmd_run, "test": cmd_test}[args.command](args, py, env)
+
+
+if __name__ == "__main__":
+    main()
