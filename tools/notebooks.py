@@ -81,9 +81,10 @@ if "google.colab" in sys.modules:
     if not os.path.isdir("{CLONE_DIR}"):
         subprocess.run(["git", "clone", "-q", "--depth", "1",
                         "https://github.com/{repository}.git", "{CLONE_DIR}"], check=True)
-        # Colab already has TensorFlow and the scientific stack; add only what it lacks.
-        subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "-e", "{CLONE_DIR}"],
-                       check=True)
+        # Colab already has TensorFlow and the scientific stack; add only what it lacks. Colab's Python
+        # is newer than the 3.11 the course pins, so pip must not refuse the package for that.
+        subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--ignore-requires-python",
+                        "-e", "{CLONE_DIR}"], check=True)
         subprocess.run([sys.executable, "-m", "pip", "install", "-q", "imagehash", "kagglehub", "papermill"],
                        check=True)
     sys.path.insert(0, "{CLONE_DIR}")
