@@ -1,0 +1,281 @@
+"""Every lesson opens in Colab from its badge, and its setup cell acts only there.
+
+The badges and the Colab setup cell come from one setting, ``[tool.cxr-course] repository`` in
+pyproject.toml, written into every lesson by ``tools/notebooks.py``. These tests check the
+committed lessons against that setting (read here independently of the tool), execute each
+committed setup cell in a fresh interpreter with and without a fake ``google.colab`` module
+(recording, never running, what it would launch), and run the tool on a temporary copy of the
+course to show that ``sync --repository`` repoints everything, is idempotent, and that ``check``
+notices a stale badge.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+NOTEBOOKS = REPO / "notebooks"
+LESSONS = sorted(NOTEBOOKS.glob("[0-9][0-9]_*.ipynb"))
+BADGE_HREF = re.compile(r'<a href="([^"]+)"[^>]*>\s*<img src="https://colab\.research\.google\.com/assets/colab-badge\.svg"')
+
+
+def lesson_params():
+    """Parametrize over the committed lessons; a single failing case when there are none."""
+    if not LESSONS:
+        return [pytest.param(None, id="no-lessons")]
+    return [pytest.param(p, id=p.name) for p in LESSONS]
+
+
+def require(path: Path | None) -> Path:
+    if path is None:
+        pytest.fail("no lessons notebooks/NN_*.ipynb: the course must have lessons")
+    return path
+
+
+def repository(pyproject: Path = REPO / "pyproject.toml") -> str:
+    with pyproject.open("rb") as fh:
+        return tomllib.load(fh)["tool"]["cxr-course"]["repository"]
+
+
+def load(path: Path) -> dict:
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def source(cell: dict) -> str:
+    src = cell.get("source", "")
+    return "".join(src) if isinstance(src, list) else src
+
+
+def setup_cell_source(nb: dict) -> str:
+    cells = [c for c in nb["cells"] if "setup" in c.get("metadata", {}).get("tags", [])]
+    assert len(cells) == 1, f"expected one cell tagged 'setup', found {len(cells)}"
+    return source(cells[0])
+
+
+def badge_hrefs(nb: dict) -> list[str]:
+    return [h for c in nb["cells"] if c["cell_type"] == "markdown" for h in BADGE_HREF.findall(source(c))]
+
+
+# --- badges --------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("path", lesson_params())
+def test_lesson_opens_with_a_colab_badge_pointing_at_itself_in_the_course_repository(path):
+    path = require(path)
+    nb = load(path)
+    expected = f"https://colab.research.google.com/github/{repository()}/blob/main/notebooks/{path.name}"
+    assert nb["cells"][0]["cell_type"] == "markdown", "the first cell must be the title cell with the badge"
+    assert BADGE_HREF.findall(source(nb["cells"][0])) == [expected], (
+        f"{path.name}: first cell's badge should point at {expected} (run tools/notebooks.py sync)"
+    )
+    assert badge_hrefs(nb) == [expected], f"{path.name}: more than one Colab badge: {badge_hrefs(nb)}"
+    # the badge's path, relative to the repository root, is the lesson itself
+    assert (REPO / expected.split("/blob/main/", 1)[1]).resolve() == path.resolve()
+
+
+# --- the setup cell, executed in a fresh interpreter ---------------------------------------------
+
+# Runs a setup cell's source with subprocess/os.system/os.chdir replaced by recorders, optionally
+# with a fake google.colab module and a pretend-empty /content, and prints what happened as JSON.
+DRIVER = r'''
+import json, os, subprocess, sys, types
+
+args = json.loads(open(sys.argv[1], encoding="utf-8").read())
+calls = []
+
+def recorder(kind):
+    def fake(*a, **k):
+        cmd = a[0] if a else k.get("args")
+        calls.append({"kind": kind, "cmd": [str(x) for x in cmd] if isinstance(cmd, (list, tuple)) else str(cmd),
+                      "check": k.get("check")})
+        if kind.endswith("Popen"):
+            raise RuntimeError("the setup cell must not start background processes")
+        return 0 if kind == "os.system" else subprocess.CompletedProcess(cmd, 0, "", "")
+    return fake
+
+for name in ("run", "call", "check_call", "check_output", "Popen", "getoutput", "getstatusoutput"):
+    setattr(subprocess, name, recorder("subprocess." + name))
+for name in ("system", "chdir", "execv", "execvp", "execve", "spawnv", "spawnvp", "startfile", "popen"):
+    if hasattr(os, name):
+        setattr(os, name, recorder("os." + name))
+
+real_isdir, real_exists = os.path.isdir, os.path.exists
+if args["colab"]:
+    google = types.ModuleType("google")
+    google.colab = types.ModuleType("google.colab")
+    sys.modules["google"], sys.modules["google.colab"] = google, google.colab
+    # a fresh Colab runtime: nothing under /content yet, unless the clone is said to exist
+    on_content = lambda p: str(p).startswith("/content/")
+    os.path.isdir = lambda p: args["clone_exists"] if on_content(p) else real_isdir(p)
+    os.path.exists = lambda p: args["clone_exists"] if on_content(p) else real_exists(p)
+
+cwd, path_before, env_before = os.getcwd(), list(sys.path), dict(os.environ)
+namespace = {"__name__": "__main__"}
+exec(compile(args["source"], "<setup cell>", "exec"), namespace)
+print(json.dumps({
+    "calls": calls,
+    "cwd_changed": os.getcwd() != cwd,
+    "sys_path_added": [p for p in sys.path if p not in path_before],
+    "env_changed": sorted(k for k in set(os.environ) | set(env_before) if os.environ.get(k) != env_before.get(k)),
+    "names": sorted(k for k in namespace if not k.startswith("__")),
+}))
+'''
+
+
+def run_setup_cell(cell_source: str, tmp_path: Path, colab: bool, clone_exists: bool = False) -> dict:
+    """Execute ``cell_source`` in a fresh interpreter from an empty directory; return what it did."""
+    (tmp_path / "args.json").write_text(json.dumps({"source": cell_source, "colab": colab,
+                                                    "clone_exists": clone_exists}))
+    workdir = tmp_path / "cwd"
+    workdir.mkdir()
+    env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
+    proc = subprocess.run([sys.executable, "-c", DRIVER, str(tmp_path / "args.json")], cwd=workdir, env=env,
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, f"the setup cell raised:\n{proc.stderr}"
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    result["files_created"] = sorted(str(p.relative_to(workdir)) for p in workdir.rglob("*"))
+    return result
+
+
+@pytest.mark.parametrize("path", lesson_params())
+def test_setup_cell_does_nothing_outside_colab_but_quiet_tensorflow(path, tmp_path):
+    path = require(path)
+    clone_before = Path("/content").exists()
+    did = run_setup_cell(setup_cell_source(load(path)), tmp_path, colab=False)
+    assert did["calls"] == [], f"{path.name}: the setup cell ran {did['calls']} outside Colab"
+    assert not did["cwd_changed"], f"{path.name}: the setup cell changed directory outside Colab"
+    assert did["files_created"] == [], f"{path.name}: the setup cell created {did['files_created']}"
+    assert did["sys_path_added"] == [], f"{path.name}: the setup cell changed sys.path: {did['sys_path_added']}"
+    assert did["env_changed"] == ["TF_CPP_MIN_LOG_LEVEL"], f"{path.name}: environment changes {did['env_changed']}"
+    assert Path("/content").exists() == clone_before, f"{path.name}: the setup cell created /content"
+    assert "os" in did["names"], f"{path.name}: the setup cell must import os (the parameters cell uses it)"
+
+
+@pytest.mark.parametrize("path", lesson_params())
+def test_setup_cell_on_colab_clones_the_course_repository_installs_it_and_fetches_the_data(path, tmp_path):
+    path = require(path)
+    did = run_setup_cell(setup_cell_source(load(path)), tmp_path, colab=True)
+    runs = [c["cmd"] for c in did["calls"] if c["kind"] == "subprocess.run"]
+    assert all(c["check"] is True for c in did["calls"] if c["kind"] == "subprocess.run"), (
+        f"{path.name}: every Colab command should use check=True so a failure stops the lesson"
+    )
+    clones = [c for c in runs if c[:2] == ["git", "clone"]]
+    assert len(clones) == 1, f"{path.name}: expected one git clone on a fresh Colab runtime, got {runs}"
+    url, clone_dir = clones[0][-2:]
+    assert url == f"https://github.com/{repository()}.git", f"{path.name}: clones {url}, not the repository setting"
+    assert clone_dir.startswith("/content/")
+    installs = [c for c in runs if c[1:4] == ["-m", "pip", "install"]]
+    assert any(c[-2:] == ["-e", clone_dir] for c in installs), f"{path.name}: the clone is not pip-installed: {runs}"
+    assert any(c[1:] == ["-m", "cxr_utils.cli", "fetch"] for c in runs), f"{path.name}: no data fetch on Colab"
+    fetch = next(i for i, c in enumerate(runs) if c[1:] == ["-m", "cxr_utils.cli", "fetch"])
+    assert any(c[1:] == ["-m", "cxr_utils.cli", "curate"] for c in runs[fetch:]), f"{path.name}: no curate after fetch"
+    chdirs = [c["cmd"] for c in did["calls"] if c["kind"] == "os.chdir"]
+    assert chdirs == [f"{clone_dir}/notebooks"], f"{path.name}: should work from the clone's notebooks/: {chdirs}"
+    assert clone_dir in did["sys_path_added"], f"{path.name}: the clone should be importable in the kernel"
+    leftovers = [c for c in did["calls"] if c["kind"] not in ("subprocess.run", "os.chdir")]
+    assert leftovers == [], f"{path.name}: unexpected calls {leftovers}"
+    assert did["files_created"] == []
+
+
+@pytest.mark.parametrize("path", lesson_params())
+def test_setup_cell_rerun_on_colab_does_not_clone_again(path, tmp_path):
+    path = require(path)
+    did = run_setup_cell(setup_cell_source(load(path)), tmp_path, colab=True, clone_exists=True)
+    runs = [c["cmd"] for c in did["calls"] if c["kind"] == "subprocess.run"]
+    assert not [c for c in runs if c[:2] == ["git", "clone"]], f"{path.name}: cloned again: {runs}"
+    assert not [c for c in runs if c[1:4] == ["-m", "pip", "install"]], f"{path.name}: reinstalled: {runs}"
+
+
+# --- the tool, on a temporary copy of the course -------------------------------------------------
+
+
+@pytest.fixture
+def tool(tmp_path, monkeypatch):
+    """tools/notebooks.py loaded fresh, pointed at a copy of pyproject.toml and the lessons in tmp_path."""
+    if not LESSONS:
+        pytest.fail("no lessons notebooks/NN_*.ipynb to run the tool on: the course must have lessons")
+    spec = importlib.util.spec_from_file_location("notebooks_tool_under_test", REPO / "tools" / "notebooks.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    (tmp_path / "notebooks").mkdir()
+    shutil.copy2(REPO / "pyproject.toml", tmp_path / "pyproject.toml")
+    for path in LESSONS:
+        shutil.copy2(path, tmp_path / "notebooks" / path.name)
+    monkeypatch.setattr(module, "REPO", tmp_path)
+    monkeypatch.setattr(module, "NOTEBOOKS", tmp_path / "notebooks")
+    monkeypatch.setattr(module, "PYPROJECT", tmp_path / "pyproject.toml")
+    return module
+
+
+def run_tool(module, monkeypatch, *argv: str) -> int:
+    """Run the tool's command line with ``argv``; return its exit code."""
+    monkeypatch.setattr(sys, "argv", ["notebooks.py", *argv])
+    try:
+        module.main()
+    except SystemExit as exc:
+        return exc.code if isinstance(exc.code, int) else 1
+    return 0
+
+
+def snapshot(root: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+FORK = "a-teacher/cxr-course-fork"
+
+
+def test_sync_with_a_new_repository_repoints_the_setting_every_badge_and_every_setup_cell(tool, monkeypatch):
+    root, old = tool.REPO, repository()
+    before = snapshot(root)
+    assert run_tool(tool, monkeypatch, "sync", "--repository", FORK) == 0
+    assert repository(root / "pyproject.toml") == FORK
+    changed = [(a, b) for a, b in zip(before["pyproject.toml"].decode().splitlines(),
+                                      (root / "pyproject.toml").read_text().splitlines(), strict=True) if a != b]
+    assert len(changed) == 1 and "repository" in changed[0][1], f"sync changed more of pyproject.toml: {changed}"
+    for path in sorted((root / "notebooks").glob("*.ipynb")):
+        nb, orig = load(path), json.loads(before[f"notebooks/{path.name}"])
+        assert badge_hrefs(nb) == [f"https://colab.research.google.com/github/{FORK}/blob/main/notebooks/{path.name}"]
+        assert f"https://github.com/{FORK}.git" in setup_cell_source(nb)
+        assert old not in path.read_text(), f"{path.name} still mentions {old}"
+        # everything but the badge line and the setup cell is the author's and stays as it was
+        keep = [i for i, c in enumerate(orig["cells"]) if i and "setup" not in c.get("metadata", {}).get("tags", [])]
+        assert [nb["cells"][i] for i in keep] == [orig["cells"][i] for i in keep], f"sync altered {path.name}"
+        title_lines = [ln for ln in source(nb["cells"][0]).splitlines() if "colab-badge" not in ln]
+        assert title_lines == [ln for ln in source(orig["cells"][0]).splitlines() if "colab-badge" not in ln]
+    assert run_tool(tool, monkeypatch, "check") == 0
+
+
+def test_sync_is_idempotent(tool, monkeypatch):
+    assert run_tool(tool, monkeypatch, "sync", "--repository", FORK) == 0
+    once = snapshot(tool.REPO)
+    assert run_tool(tool, monkeypatch, "sync") == 0
+    assert run_tool(tool, monkeypatch, "sync", "--repository", FORK) == 0
+    assert snapshot(tool.REPO) == once
+
+
+def test_check_fails_when_a_badge_is_stale(tool, monkeypatch, capsys):
+    assert run_tool(tool, monkeypatch, "check") == 0, "the committed lessons should be in step to begin with"
+    stale = LESSONS[0].name
+    assert run_tool(tool, monkeypatch, "sync", "--repository", FORK) == 0
+    shutil.copy2(LESSONS[0], tool.NOTEBOOKS / stale)  # one lesson still points at the old repository
+    capsys.readouterr()
+    assert run_tool(tool, monkeypatch, "check") == 1
+    report = capsys.readouterr().out
+    assert stale in report and "badge" in report.lower(), report
+    assert all(p.name not in report for p in LESSONS[1:]), f"only {stale} is stale:\n{report}"
+
+
+def test_sync_refuses_a_repository_that_is_not_owner_slash_name(tool, monkeypatch):
+    before = snapshot(tool.REPO)
+    assert run_tool(tool, monkeypatch, "sync", "--repository", "https://github.com/x/y") != 0
+    assert snapshot(tool.REPO) == before
