@@ -389,49 +389,6 @@ def find_kaggle_root(top: Path, max_depth: int = 4) -> Path | None:
     return None
 
 
-_METADATA_IMAGE_RULES: dict[str, tuple[str, str | None]] = {
-    # key: (column naming the image, column that must say "images" for the row to have one)
-    "cohen": ("filename", "folder"),
-    "actualmed": ("imagename", None),
-    "figure1": ("patientid", None),  # no file column: images are named <patientid>.<ext>
-}
-
-
-def referenced_images(key: str, root: Path | None = None) -> list[str]:
-    """Return the image files the metadata of source ``key`` names, relative to its folder, one per row.
-
-    Cohen rows whose ``folder`` is not ``images`` (CT volumes never stored in the repository) name no
-    image and are left out. Figure1 has no file column: its images are ``images/<patientid>.<ext>``;
-    a row whose file is absent gives ``images/<patientid>.*``. Kaggle has no metadata: ``[]``.
-    (Minimal reading for fetch verification; the full table is ``cxr_utils.metadata``.)
-
-    Raises:
-        MissingSourceError: the source is not on disk.
-    """
-    src = get_source(key)
-    if key not in _METADATA_IMAGE_RULES:
-        return []
-    folder = source_dir(key, root)
-    column, folder_column = _METADATA_IMAGE_RULES[key]
-    # errors="replace": the cohen file is mostly cp1252 but has bytes (0x9d) cp1252 leaves undefined;
-    # file names are ASCII, so a replaced character in a note changes nothing here.
-    text = (folder / src.metadata_file).read_text(encoding=src.metadata_encoding, errors="replace")
-    stems: dict[str, str] = {}
-    if key == "figure1" and (folder / "images").is_dir():
-        stems = {Path(e.name).stem: e.name for e in os.scandir(folder / "images") if is_image_name(e.name)}
-    names = []
-    for row in csv.DictReader(io.StringIO(text)):
-        if folder_column and (row.get(folder_column) or "").strip() != "images":
-            continue
-        name = (row.get(column) or "").strip()
-        if not name:
-            continue
-        if key == "figure1":
-            name = stems.get(name, f"{name}.*")
-        names.append(f"images/{name}")
-    return names
-
-
 # --------------------------------------------------------------------------------------------------
 # Origins: mirror, GitHub, Kaggle
 # --------------------------------------------------------------------------------------------------
@@ -595,12 +552,12 @@ def _fetch_github(src: Source, dest: Path, state: _FileState, progress: bool, wo
     todo = []
     for entry in tree:
         rel = entry["path"]
-        if not _is_wanted(src, rel):
-            continue
         try:
             d = safe_join(dest, rel)
         except UnsafePathError as exc:
             stats.unsafe.append((rel, str(exc)))
+            continue
+        if not _is_wanted(src, rel):
             continue
         if d.is_file():
             st = d.stat()
@@ -706,11 +663,15 @@ class SourceStatus:
     expected: dict[str, int]
     present: dict[str, int]
     missing_images: list[str] = field(default_factory=list)
-    """Files named by a metadata row that are absent (relative to the data dir)."""
+    """Image files named by a metadata row that are absent (relative to the data dir)."""
+    not_images: list[str] = field(default_factory=list)
+    """Absent non-image files named by metadata rows (Cohen's CT volumes, never in the repository)."""
     undecodable: list[tuple[str, str]] = field(default_factory=list)
     unsafe: list[tuple[str, str]] = field(default_factory=list)
     failed: list[tuple[str, str]] = field(default_factory=list)
     error: str | None = None
+    fetch_error: str | None = None
+    """Why fetching failed (upstream unreachable, mirror lacks the source...)."""
     stats: CopyStats = field(default_factory=CopyStats)
 
     @property
@@ -731,6 +692,8 @@ class SourceStatus:
         out = []
         if self.error:
             out.append(self.error)
+        if self.fetch_error and not self.in_place:
+            out.append(self.fetch_error)
         elif not self.in_place:
             out.append(f"{self.key}: not in place. {_fix_command(self.key)}")
         if self.failed:
@@ -750,6 +713,8 @@ class SourceStatus:
         out = []
         if not self.in_place:
             return out
+        if self.fetch_error:
+            out.append(f"{self.fetch_error} The copy already in place was kept.")
         if not self.exact and self.n_present < self.n_expected:
             first = ", ".join(Path(p).name for p in self.missing_images[:2])
             out.append(f"{self.key}: {self.n_present} of {self.n_expected} upstream image files present; "
@@ -767,11 +732,15 @@ class SourceStatus:
     def report_rows(self) -> list[dict[str, str]]:
         rows = [{"source": self.key, "path": p, "problem": "missing_image", "detail": "named in metadata, file absent"}
                 for p in self.missing_images]
+        rows += [{"source": self.key, "path": p, "problem": "not_an_image_file",
+                  "detail": "named in metadata, not an image file of the repository (e.g. a CT volume)"}
+                 for p in self.not_images]
         rows += [{"source": self.key, "path": p, "problem": "undecodable", "detail": r} for p, r in self.undecodable]
         rows += [{"source": self.key, "path": p, "problem": "unsafe_path", "detail": r} for p, r in self.unsafe]
         rows += [{"source": self.key, "path": p, "problem": "fetch_failed", "detail": r} for p, r in self.failed]
-        if self.error:
-            rows.append({"source": self.key, "path": "", "problem": "source_error", "detail": self.error})
+        for problem, text in (("source_error", self.error), ("fetch_error", self.fetch_error)):
+            if text:
+                rows.append({"source": self.key, "path": "", "problem": problem, "detail": text})
         return rows
 
 
@@ -806,19 +775,20 @@ def verify_source(key: str, root: Path | None = None, progress: bool = True, dec
         sub = str(PurePosixPath(rel).parent)
         status.present[sub] = status.present.get(sub, 0) + 1
     if src.metadata_file:
+        from cxr_utils import metadata  # imported here: metadata imports this module
+
         try:
-            named = referenced_images(key, root)
-        except (OSError, UnicodeDecodeError, csv.Error) as exc:
+            rows = metadata.records(key, root)
+        except (OSError, ValueError, KeyError) as exc:
             status.error = f"{key}: {src.metadata_file} cannot be read ({exc}). {_fix_command(key)}"
-            named = []
-        for rel in dict.fromkeys(named):
-            try:
-                target = safe_join(folder, rel)
-            except UnsafePathError as exc:
-                status.unsafe.append((rel, str(exc)))
-                continue
-            if not target.is_file():
-                status.missing_images.append(_rel_to_data(target, root))
+        else:
+            for row in rows[~rows["present"].astype(bool)].itertuples():
+                if row.problem:
+                    status.unsafe.append((row.path or row.ref, row.problem))
+                elif not row.path or is_image_name(row.path):
+                    status.missing_images.append(row.path or f"{key} {row.ref}")
+                else:
+                    status.not_images.append(row.path)
     if decode:
         state = _FileState(key, root)
         stats = {rel: (folder / rel).stat() for rel in images}
@@ -951,7 +921,7 @@ def fetch(keys: Iterable[str] | None = None, root: Path | None = None,
         except FetchError as exc:
             stats, error = CopyStats(origin="mirror" if mirror_path else "upstream"), f"{key}: {exc}"
         status = verify_source(key, root, progress)
-        status.stats, status.error = stats, error or status.error
+        status.stats, status.fetch_error = stats, error
         status.unsafe = stats.unsafe + status.unsafe
         status.failed = stats.failed
         statuses.append(status)
