@@ -304,10 +304,11 @@ def block_table(model: keras.Model, prefixes: list[str] | None = None) -> pd.Dat
     """Aggregate :func:`model_summary_table` into blocks by the layer-name prefix before ``_``.
 
     Returns one row per block (in order of first appearance): ``block``, ``params``, ``share``,
-    ``MACs``, ``output shape`` and ``receptive field`` of the block's last spatial layer. Layers
-    whose prefix is not in ``prefixes`` (default: every prefix) are grouped under ``"head"``.
+    ``MACs``, ``output shape`` and ``receptive field`` of the block's last spatial layer. The input
+    layer is left out; layers whose prefix is not in ``prefixes`` (default: every prefix) are grouped under ``"head"``.
     """
     table = model_summary_table(model)
+    table = table[table["type"] != "InputLayer"]
     prefix = table["layer"].str.split("_").str[0]
     if prefixes is not None:
         prefix = prefix.where(prefix.isin(prefixes), "head")
