@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from cxr_utils import augment, paths
+from cxr_utils import augment
 from cxr_utils.images import read_image
 
 FILES = (
@@ -23,19 +23,21 @@ FILES = (
 )
 
 
-def read_real(size: int, channels: int = 3) -> np.ndarray:
-    """The FILES above as uint8 ``[4, size, size, channels]``."""
-    mirror = paths.mirror_dir() or (paths.REPO_ROOT.parent / "shared" / "cxr-mirror")
+@pytest.fixture(scope="module")
+def read_real(mirror):
+    """``read_real(size, channels=3)``: the FILES above as uint8 ``[4, size, size, channels]``."""
+    return lambda size, channels=3: _read(mirror, size, channels)
+
+
+def _read(mirror, size: int, channels: int) -> np.ndarray:
     files = [mirror / f for f in FILES]
-    if not all(f.is_file() for f in files):
-        pytest.skip("needs the cxr-mirror (set CXR_DATA_MIRROR)")
     imgs = [read_image(f, channels=channels, size=(size, size)) for f in files]
     return np.stack([i[..., None] if channels == 1 else i for i in imgs])
 
 
 @pytest.mark.parametrize("channels", [1, 3])
 @pytest.mark.parametrize("name", sorted(augment.POLICIES))
-def test_every_policy_keeps_shape_dtype_and_unit_value_range(name, channels):
+def test_every_policy_keeps_shape_dtype_and_unit_value_range(name, channels, read_real):
     policy = augment.POLICIES[name]
     x = read_real(policy.input_size(64), channels)
     out = augment.augment_images(x, name, image_size=64, seed=0)
@@ -46,7 +48,7 @@ def test_every_policy_keeps_shape_dtype_and_unit_value_range(name, channels):
 
 
 @pytest.mark.parametrize("name", sorted(augment.POLICIES))
-def test_the_same_seed_repeats_an_augmentation_and_another_seed_does_not(name):
+def test_the_same_seed_repeats_an_augmentation_and_another_seed_does_not(name, read_real):
     x = read_real(augment.POLICIES[name].input_size(64))
     a = augment.augment_images(x, name, 64, seed=3)
     b = augment.augment_images(x, name, 64, seed=3)
@@ -60,7 +62,7 @@ def test_the_paper_policy_reads_96_pixels_to_return_80_and_ours_reads_80():
     assert augment.POLICIES["recommended"].input_size(80) == 80
 
 
-def test_the_paper_contrast_cuts_every_image_to_a_fifth_of_its_contrast_or_less():
+def test_the_paper_contrast_cuts_every_image_to_a_fifth_of_its_contrast_or_less(read_real):
     x = read_real(96)
     out = augment.augment_images(x, "paper", 80, seed=0)
     # Compare with the same images resized to 80 (no augmentation): the test-time view.
@@ -69,7 +71,7 @@ def test_the_paper_contrast_cuts_every_image_to_a_fifth_of_its_contrast_or_less(
     assert np.all(ratio > 0.05), ratio
 
 
-def test_the_paper_saturation_leaves_grey_images_grey():
+def test_the_paper_saturation_leaves_grey_images_grey(read_real):
     x = read_real(96, channels=3)[:3]  # the Kaggle images (the COVID-19 one is stored in colour)
     assert np.array_equal(x[..., 0], x[..., 1])  # the mirror stores grey pictures as L: R = G = B
     out = augment.augment_images(x, "paper", 80, seed=1)
@@ -85,12 +87,12 @@ def _transform(img: np.ndarray, angle=0.0, zoom=1.0, sx=0.0, sy=0.0) -> np.ndarr
     return out[0].numpy()
 
 
-def test_the_affine_matrix_is_the_identity_without_rotation_zoom_or_shift():
+def test_the_affine_matrix_is_the_identity_without_rotation_zoom_or_shift(read_real):
     img = read_real(40)[0].astype(np.float32)
     np.testing.assert_array_equal(_transform(img), img)
 
 
-def test_the_affine_matrix_shifts_by_whole_pixels_and_rotates_a_quarter_turn():
+def test_the_affine_matrix_shifts_by_whole_pixels_and_rotates_a_quarter_turn(read_real):
     img = read_real(40)[0].astype(np.float32)
     shifted = _transform(img, sx=3.0, sy=-2.0)
     np.testing.assert_array_equal(shifted[:38, 3:], img[2:, :37])  # content moves right 3, up 2
@@ -98,7 +100,7 @@ def test_the_affine_matrix_shifts_by_whole_pixels_and_rotates_a_quarter_turn():
     assert np.allclose(turned, np.rot90(img, k=1), atol=0) or np.allclose(turned, np.rot90(img, k=-1), atol=0)
 
 
-def test_the_recommended_policy_keeps_the_picture_close_to_the_original():
+def test_the_recommended_policy_keeps_the_picture_close_to_the_original(read_real):
     x = read_real(80)
     out = augment.augment_images(x, "recommended", 80, seed=0)
     ref = x / 255.0
@@ -113,7 +115,7 @@ def test_an_unknown_policy_is_refused_naming_the_choices():
         augment.get_policy("strong")
 
 
-def test_the_keras_layers_version_works_on_unit_range_images():
+def test_the_keras_layers_version_works_on_unit_range_images(read_real):
     x = (read_real(64) / 255.0).astype(np.float32)
     layers = augment.keras_layers("recommended", seed=0)
     out = np.asarray(layers(x, training=True))

@@ -23,17 +23,8 @@ from cxr_utils.images import ImageError, read_image
 PER_CLASS = 15  # 9 train, 3 val, 3 test per class
 
 
-def mirror() -> Path:
-    """The read-only mirror: ``$CXR_DATA_MIRROR``, else ``shared/cxr-mirror`` beside the repository."""
-    found = paths.mirror_dir() or (paths.REPO_ROOT.parent / "shared" / "cxr-mirror")
-    if not (found / "chest_xray").is_dir():
-        pytest.skip("needs the cxr-mirror (set CXR_DATA_MIRROR)")
-    return found
-
-
-def build_small_data_dir(root: Path, per_class: int = PER_CLASS) -> Path:
-    """Copy ``per_class`` real images per class from the mirror into ``root/raw`` and write a manifest."""
-    src = mirror()
+def build_small_data_dir(root: Path, src: Path, per_class: int = PER_CLASS) -> Path:
+    """Copy ``per_class`` real images per class from the mirror ``src`` into ``root/raw`` and write a manifest."""
     meta = pd.read_csv(src / "covid-chestxray-dataset" / "metadata.csv", encoding="latin-1")
     meta = meta[(meta["folder"] == "images") & meta["finding"].astype(str).str.startswith("COVID-19")
                 & (meta["modality"] == "X-ray") & meta["view"].isin(["PA", "AP"])].drop_duplicates("filename")
@@ -58,8 +49,8 @@ def build_small_data_dir(root: Path, per_class: int = PER_CLASS) -> Path:
 
 
 @pytest.fixture(scope="module")
-def _small_template(tmp_path_factory) -> Path:
-    return build_small_data_dir(tmp_path_factory.mktemp("cxr_template"))
+def _small_template(tmp_path_factory, mirror) -> Path:
+    return build_small_data_dir(tmp_path_factory.mktemp("cxr_template"), mirror)
 
 
 @pytest.fixture
@@ -104,11 +95,8 @@ def test_load_manifest_rejects_unknown_labels_and_splits(data_dir, column, value
         data.load_manifest(bad)
 
 
-def test_load_manifest_accepts_the_curated_manifest(request):
-    try:
-        request.getfixturevalue("curated_data_dir")  # tests/conftest.py: curates the mirror
-    except pytest.FixtureLookupError:
-        pytest.skip("tests/conftest.py offers no curated_data_dir fixture yet")
+def test_load_manifest_accepts_the_manifest_that_cxr_data_curate_writes(curated_data_dir, monkeypatch):
+    monkeypatch.setenv("CXR_DATA_DIR", str(curated_data_dir))
     df = data.load_manifest()
     assert set(df["split"]) == {"train", "val", "test"}
     assert set(df["label"]) == set(CLASSES)
