@@ -62,7 +62,8 @@ def _open_checked(path: Path) -> Image.Image:
     except UnidentifiedImageError:
         raise ImageError(path, "not an image (unknown or corrupt header)") from None
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        raise ImageError(path, f"too large to decode safely ({exc})") from None
+        reason = f"above the limit of {MAX_PIXELS:,} pixels, too large to decode safely ({exc})"
+        raise ImageError(path, reason) from None
     except OSError as exc:
         raise ImageError(path, f"unreadable ({exc})") from None
     width, height = img.size

@@ -66,3 +66,35 @@ def mirror_dir(explicit: str | os.PathLike[str] | None = None) -> Path | None:
     if explicit:
         return Path(explicit).expanduser().resolve()
     return _env_path("CXR_DATA_MIRROR")
+
+
+class UnsafePathError(ValueError):
+    """A file name from a metadata file or listing points outside the folder it must stay in."""
+
+
+def safe_join(base: Path, relative: str) -> Path:
+    """Join ``relative`` (a name read from a metadata file or listing) onto ``base``, refusing escapes.
+
+    Refused, before anything is opened: absolute paths, drive letters, ``..`` components, and
+    paths that resolve outside ``base`` through a symbolic link.
+
+    Returns:
+        The joined path (not resolved; it need not exist).
+
+    Raises:
+        UnsafePathError: naming the offending value and the folder it had to stay in.
+    """
+    text = str(relative).replace("\\", "/")
+    parts = [p for p in text.split("/") if p not in ("", ".")]
+    if not text.strip() or text.startswith("/") or (len(text) > 1 and text[1] == ":") or ".." in parts:
+        raise UnsafePathError(
+            f"refused file name {relative!r}: it points outside {base} (absolute path or '..'); "
+            "fix or remove that entry in the metadata file"
+        )
+    joined = Path(base, *parts)
+    real_base = Path(base).resolve()
+    if not joined.resolve().is_relative_to(real_base):
+        raise UnsafePathError(
+            f"refused file name {relative!r}: it leads outside {base} through a symbolic link"
+        )
+    return joined
