@@ -2,6 +2,7 @@
 
 Real data only: every image here is a file of the offline mirror (``CXR_DATA_MIRROR``), copied,
 truncated or served over HTTP on 127.0.0.1. GitHub and Kaggle themselves are never contacted.
+The ``mirror`` fixture (tests/conftest.py) fails with a clear message when the variable is unset.
 """
 
 from __future__ import annotations
@@ -25,19 +26,6 @@ from cxr_utils import sources
 from cxr_utils.sources import SOURCES, git_blob_sha1, safe_join
 
 FIG1 = SOURCES["figure1"]
-
-
-@pytest.fixture(scope="session")
-def mirror() -> Path:
-    """The offline mirror the tests read (required: they use real images only)."""
-    value = os.environ.get("CXR_DATA_MIRROR", "").strip()
-    if not value:
-        pytest.fail("CXR_DATA_MIRROR is not set: the source tests copy real images from the offline mirror. "
-                    "Set it to the mirror folder (e.g. CXR_DATA_MIRROR=../shared/cxr-mirror).")
-    path = Path(value).expanduser().resolve()
-    if not (path / FIG1.folder / FIG1.metadata_file).is_file():
-        pytest.fail(f"CXR_DATA_MIRROR={path} does not hold {FIG1.folder}/{FIG1.metadata_file}.")
-    return path
 
 
 @pytest.fixture(scope="session")
