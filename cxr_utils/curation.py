@@ -492,16 +492,20 @@ def _write_outputs(result: CurationResult, root: Path, force: bool) -> str:
         old_text = target.read_text()
         if old_text == new_text:
             status = "unchanged: the split written before is reproduced exactly"
-        elif not force:
+        else:
             old = pd.read_csv(target, dtype=str, keep_default_na=False)
-            changed = len(set(old["path"] + old["split"]) ^ set(result.manifest["path"] + result.manifest["split"]))
+            key = ["path", "label", "split"]
+            old_keys = set(map(tuple, old[key].to_numpy()))
+            changed = len(old_keys ^ set(map(tuple, result.manifest[key].astype(str).to_numpy())))
+            status = "updated: same images, labels and split; other columns changed" if changed == 0 else status
+        if status == "written" and target.exists() and not force:
             raise CurationChangedError(
-                f"{target} exists and curation now gives a different manifest ({changed} image/split "
+                f"{target} exists and curation now gives a different split ({changed} image/label/split "
                 "entries differ). Lessons and trained models rely on the split being written once. "
                 "If the change is intended, run `cxr-data curate --force` (the old file is kept as "
                 "manifest.csv.bak) and retrain."
             )
-        else:
+        if status == "written" and target.exists():
             os.replace(target, target.with_name("manifest.csv.bak"))
             status = "replaced (previous manifest kept as manifest.csv.bak)"
     _write_csv(result.report, out / "curation_report.csv")
