@@ -86,6 +86,8 @@ def safe_join(base: Path, relative: str) -> Path:
     """
     text = str(relative).replace("\\", "/")
     parts = [p for p in text.split("/") if p not in ("", ".")]
+    if "\x00" in text:
+        raise UnsafePathError(f"refused file name {relative!r}: it contains a NUL byte")
     if not text.strip() or text.startswith("/") or (len(text) > 1 and text[1] == ":") or ".." in parts:
         raise UnsafePathError(
             f"refused file name {relative!r}: it points outside {base} (absolute path or '..'); "

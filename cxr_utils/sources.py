@@ -86,6 +86,7 @@ class Source:
     kaggle_handle: str | None = None
     metadata_file: str | None = None
     metadata_encoding: str = "utf-8"
+    """The text encoding the metadata file actually uses (``metadata.read_metadata_csv`` detects it)."""
     expected_images: dict[str, int] = field(default_factory=dict)
     """Image files a complete upstream copy holds, by sub-folder (used to verify a fetch)."""
 
@@ -105,7 +106,6 @@ SOURCES: dict[str, Source] = {
             github_repo="ieee8023/covid-chestxray-dataset",
             github_commit="0f7245db6f5aa4001ea75cf69fe6cfe091928403",
             metadata_file="metadata.csv",
-            metadata_encoding="cp1252",
             expected_images={"images": 660},
         ),
         Source(
@@ -119,6 +119,7 @@ SOURCES: dict[str, Source] = {
             github_repo="agchung/Figure1-COVID-chestxray-dataset",
             github_commit="95bb569e55f4110d3b734c0f355340e04e16989a",
             metadata_file="metadata.csv",
+            metadata_encoding="cp1252",  # "38\xb0": a spreadsheet export, not UTF-8
             expected_images={"images": 55},
         ),
         Source(

@@ -216,3 +216,17 @@ def test_image_features_cache_is_reused_and_corrupt_cache_rebuilt(tmp_path: Path
     assert second.manifest.equals(first.manifest)
     assert cache.stat().st_size > 1000
     assert np.isfinite(second.manifest["width"].astype(float)).all()
+
+
+def test_registry_records_the_encoding_each_metadata_file_really_has(mirror: Path) -> None:
+    from cxr_utils.sources import SOURCES
+
+    for key in ("cohen", "figure1", "actualmed"):
+        src = SOURCES[key]
+        _, found = metadata.read_metadata_csv(mirror / src.folder / src.metadata_file)
+        assert found == src.metadata_encoding, key
+
+
+def test_nul_byte_in_a_file_name_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(paths.UnsafePathError, match="NUL"):
+        paths.safe_join(tmp_path, "images/x\x00.png")
