@@ -252,13 +252,13 @@ def suggest_lr(curve: pd.DataFrame, skip_start: int = 5) -> dict[str, float]:
         ``min_loss``: the rate where the smoothed loss is lowest (already too high to train at:
         the loss is about to blow up); ``min_loss_over_10``: a tenth of it, the usual pick;
         ``steepest``: the rate where the smoothed loss falls fastest per decade of rate.
-        The first ``skip_start`` rows (noisy moving-average start) are ignored, and so is the row that diverged.
+        The first ``skip_start`` rows (noisy moving-average start; fewer when the curve is very short) are
+        ignored, and so is the row that diverged.
     """
-    c = curve.iloc[skip_start:]
-    if curve.attrs.get("stopped_early") and len(c) > 1:
-        c = c.iloc[:-1]
+    c = curve.iloc[:-1] if curve.attrs.get("stopped_early") else curve
     if len(c) < 3:
-        raise ValueError(f"the range-test curve has too few rows ({len(curve)}) after skipping {skip_start}")
+        raise ValueError(f"the range-test curve has too few rows ({len(curve)}); run more steps or a wider sweep")
+    c = c.iloc[min(skip_start, len(c) - 3):]  # a very short curve keeps at least 3 rows
     i_min = int(c["smoothed_loss"].to_numpy().argmin())
     lr_min = float(c["lr"].iloc[i_min])
     upto = c.iloc[: max(i_min, 2) + 1]

@@ -1,13 +1,10 @@
 """Learning-rate schedules at their boundaries, their serialisation, and the range test."""
 
-from pathlib import Path
-
 import keras
 import numpy as np
 import pandas as pd
 import pytest
 
-from cxr_utils import paths
 from cxr_utils.images import read_image
 from cxr_utils.schedules import (
     EpochStepDecay,
@@ -109,17 +106,10 @@ def test_a_saved_model_reloads_with_its_optimizer_schedule_and_step(tmp_path):
 # ----------------------------------------------------------------------------- range test on real images
 
 
-def _mirror() -> Path:
-    mirror = paths.mirror_dir() or paths.REPO_ROOT.parent / "shared" / "cxr-mirror"
-    if not (mirror / "chest_xray" / "train").is_dir():
-        pytest.skip(f"no data mirror with chest_xray/train at {mirror}; set CXR_DATA_MIRROR")
-    return mirror
-
-
 @pytest.fixture(scope="module")
-def small_real_batches():
+def small_real_batches(mirror):
     """32 real Kaggle training radiographs (16 Normal, 16 Pneumonia) at 16x16, in 4 batches of 8."""
-    root = _mirror() / "chest_xray" / "train"
+    root = mirror / "chest_xray" / "train"
     files = [(p, 1) for p in sorted((root / "NORMAL").iterdir())[:16]]
     files += [(p, 2) for p in sorted((root / "PNEUMONIA").iterdir())[:16]]
     order = np.random.default_rng(0).permutation(len(files))
@@ -165,4 +155,16 @@ def test_suggest_lr_reads_the_minimum_and_the_steepest_fall():
     assert s["min_loss"] == pytest.approx(lrs[smoothed.argmin()])
     assert s["min_loss_over_10"] == pytest.approx(s["min_loss"] / 10)
     assert s["steepest"] == pytest.approx(1e-4, rel=0.3)
+
+
+def test_suggest_lr_keeps_three_rows_of_a_very_short_curve_and_drops_the_diverged_one():
+    curve = pd.DataFrame({"step": range(5), "lr": [1e-5, 1e-4, 1e-3, 1e-2, 1e-1],
+                          "loss": [1.1, 1.0, 0.8, 0.9, 9.0], "smoothed_loss": [1.1, 1.0, 0.8, 0.9, 9.0]})
+    curve.attrs["stopped_early"] = True
+    s = suggest_lr(curve)
+    assert s["min_loss"] == pytest.approx(1e-3)
+    curve.attrs["stopped_early"] = False
+    assert suggest_lr(curve.iloc[:4])["min_loss"] == pytest.approx(1e-3)
+    with pytest.raises(ValueError, match="too few rows"):
+        suggest_lr(curve.iloc[:2])
 
