@@ -337,7 +337,8 @@ def training_throughput(
 
     Compiles ``model`` (Adam, categorical cross-entropy: the paper's setting), runs ``warmup``
     untimed ``train_on_batch`` steps (graph tracing), then times ``steps`` steps on one fixed
-    random batch of ``batch_size`` images. No input pipeline is involved, so this is the model's
+    random batch of ``batch_size`` images with random one-hot targets (as many classes as the
+    model has outputs). No input pipeline is involved, so this is the model's
     own cost on this machine: compare models on the same machine, at the same moment.
 
     Returns:
@@ -347,7 +348,8 @@ def training_throughput(
         raise ValueError(f"steps must be at least 1, got {steps!r}")
     rng = np.random.default_rng(seed)
     x = rng.random((batch_size, *_shape(model.input)[1:]), dtype=np.float32)
-    y = keras.utils.to_categorical(rng.integers(0, len(CLASSES), batch_size), len(CLASSES))
+    n_classes = int(_shape(model.output)[-1])
+    y = keras.utils.to_categorical(rng.integers(0, n_classes, batch_size), n_classes)
     model.compile(optimizer=keras.optimizers.Adam(4e-4), loss="categorical_crossentropy")
     for _ in range(warmup):
         model.train_on_batch(x, y)

@@ -11,7 +11,7 @@ import keras
 import numpy as np
 import pytest
 
-from cxr_utils import CLASSES, models, paths
+from cxr_utils import CLASSES, models
 from cxr_utils.images import read_image
 
 
@@ -135,10 +135,8 @@ def test_builders_reject_unsupported_channels_naming_the_value():
 
 
 @pytest.fixture(scope="module")
-def real_xrays() -> np.ndarray:
-    mirror = paths.mirror_dir()
-    if mirror is None:
-        pytest.skip("CXR_DATA_MIRROR is not set: no real X-ray to run the models on")
+def real_xrays(mirror) -> np.ndarray:
+    """Two real Normal test X-rays from the mirror, as the paper fed them: RGB, 80x80, in [0, 1]."""
     files = sorted((mirror / "chest_xray" / "test" / "NORMAL").glob("*.jpeg"))[:2]
     assert len(files) == 2, f"expected X-rays under {mirror}/chest_xray/test/NORMAL"
     return np.stack([read_image(f, channels=3, size=(80, 80)) for f in files]).astype("float32") / 255.0
