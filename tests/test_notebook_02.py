@@ -22,8 +22,6 @@ def test_lesson_02_runs_in_smoke_mode_and_shows_the_paper_contrast_cut(curated_d
     text = "".join("".join(o.get("text", "")) for c in nb["cells"] if c["cell_type"] == "code"
                    for o in c.get("outputs", []))
     assert "reads 96 px, returns 80 px" in text
-    images = sum("image/png" in o.get("data", {}) for c in nb["cells"] for o in c.get("outputs", []))
-    assert images >= 6  # grid, histograms, contrast, field of view (2), cost, per-image std
     # the measured ratio of test to paper-augmented per-image contrast is printed, and it is large
     ratio = float(text.split("(ratio ")[1].split("x)")[0])
     assert ratio > 3
