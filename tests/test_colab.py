@@ -109,6 +109,14 @@ for name in ("system", "chdir", "execv", "execvp", "execve", "spawnv", "spawnvp"
     if hasattr(os, name):
         setattr(os, name, recorder("os." + name))
 
+# The package's own setup (quiet TensorFlow import, figure dpi) is recorded, not run: it is tested
+# in tests/test_notebook_setup.py, and importing TensorFlow here would cost seconds per lesson.
+import cxr_utils
+fake_setup = types.ModuleType("cxr_utils.notebook")
+fake_setup.setup = lambda *a, **k: calls.append({"kind": "cxr_utils.notebook.setup", "cmd": [], "check": None})
+cxr_utils.notebook = fake_setup
+sys.modules["cxr_utils.notebook"] = fake_setup
+
 real_isdir, real_exists = os.path.isdir, os.path.exists
 if args["colab"]:
     google = types.ModuleType("google")
@@ -148,15 +156,16 @@ def run_setup_cell(cell_source: str, tmp_path: Path, colab: bool, clone_exists: 
 
 
 @pytest.mark.parametrize("path", lesson_params())
-def test_setup_cell_does_nothing_outside_colab_but_quiet_tensorflow(path, tmp_path):
+def test_setup_cell_outside_colab_only_calls_the_package_setup(path, tmp_path):
     path = require(path)
     clone_before = Path("/content").exists()
     did = run_setup_cell(setup_cell_source(load(path)), tmp_path, colab=False)
-    assert did["calls"] == [], f"{path.name}: the setup cell ran {did['calls']} outside Colab"
+    kinds = [c["kind"] for c in did["calls"]]
+    assert kinds == ["cxr_utils.notebook.setup"], f"{path.name}: the setup cell ran {did['calls']} outside Colab"
     assert not did["cwd_changed"], f"{path.name}: the setup cell changed directory outside Colab"
     assert did["files_created"] == [], f"{path.name}: the setup cell created {did['files_created']}"
     assert did["sys_path_added"] == [], f"{path.name}: the setup cell changed sys.path: {did['sys_path_added']}"
-    assert did["env_changed"] == ["TF_CPP_MIN_LOG_LEVEL"], f"{path.name}: environment changes {did['env_changed']}"
+    assert did["env_changed"] == [], f"{path.name}: environment changes {did['env_changed']}"
     assert Path("/content").exists() == clone_before, f"{path.name}: the setup cell created /content"
     assert "os" in did["names"], f"{path.name}: the setup cell must import os (the parameters cell uses it)"
 
@@ -182,7 +191,7 @@ def test_setup_cell_on_colab_clones_the_course_repository_installs_it_and_fetche
     chdirs = [c["cmd"] for c in did["calls"] if c["kind"] == "os.chdir"]
     assert chdirs == [f"{clone_dir}/notebooks"], f"{path.name}: should work from the clone's notebooks/: {chdirs}"
     assert clone_dir in did["sys_path_added"], f"{path.name}: the clone should be importable in the kernel"
-    leftovers = [c for c in did["calls"] if c["kind"] not in ("subprocess.run", "os.chdir")]
+    leftovers = [c for c in did["calls"] if c["kind"] not in ("subprocess.run", "os.chdir", "cxr_utils.notebook.setup")]
     assert leftovers == [], f"{path.name}: unexpected calls {leftovers}"
     assert did["files_created"] == []
 

@@ -54,8 +54,13 @@ def ensure_environment(use_venv: bool) -> Path:
         venv.EnvBuilder(with_pip=True, clear=False).create(VENV)
     say("installing the course and its pinned dependencies (a few minutes the first time) ...")
     pip = [str(py), "-m", "pip", "--disable-pip-version-check"]
-    subprocess.run([*pip, "install", "-q", "--upgrade", "pip"], check=True)
-    subprocess.run([*pip, "install", "-q", "-e", f"{REPO}[dev]"], check=True)
+    log = VENV / "install.log"
+    with log.open("w") as fh:  # pip's build chatter goes to a log; shown only if the install fails
+        for args in (["install", "-q", "--upgrade", "pip"], ["install", "-q", "-e", f"{REPO}[dev]"]):
+            if subprocess.run([*pip, *args], stdout=fh, stderr=subprocess.STDOUT).returncode != 0:
+                print(log.read_text()[-4000:])
+                say(f"installing failed; the full log is {log.relative_to(REPO)}")
+                sys.exit(1)
     STAMP.write_text(pyproject.read_text())
     say(f"environment ready in {time.time() - t0:.0f} s")
     return py

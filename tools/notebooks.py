@@ -6,7 +6,8 @@ Each lesson starts with the same three cells, which this tool writes (idempotent
 1. a markdown cell opening with the "Open in Colab" badge for *that* notebook (the line marked
    ``<!-- colab-badge -->``; the rest of the cell, title and introduction, is the author's);
 2. a code cell tagged ``setup``: on Google Colab it clones the course, installs it and fetches
-   the data; everywhere else it does nothing but set quiet logging;
+   the data; everywhere else it only calls ``cxr_utils.notebook.setup()`` (quiet TensorFlow import,
+   figure dpi), installing and downloading nothing;
 3. the author's code cell tagged ``parameters`` (papermill injects values after it).
 
 The badge and the Colab setup are generated from one setting, ``[tool.cxr-course] repository``
@@ -70,11 +71,10 @@ def badge_line(repository: str, notebook_name: str) -> str:
 def setup_source(repository: str) -> str:
     """Return the source of the setup cell: installs and fetches on Colab only."""
     return f'''# Setup. On Google Colab this installs the course and fetches its data (a few minutes, once);
-# anywhere else it only quiets TensorFlow's C++ logging.
+# Anywhere else it installs and downloads nothing: it only quiets TensorFlow and sets figure sizes.
 import os
 import sys
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 if "google.colab" in sys.modules:
     import subprocess
 
@@ -90,7 +90,11 @@ if "google.colab" in sys.modules:
     sys.path.insert(0, "{CLONE_DIR}")
     os.chdir("{CLONE_DIR}/notebooks")
     subprocess.run([sys.executable, "-m", "cxr_utils.cli", "fetch"], check=True)
-    subprocess.run([sys.executable, "-m", "cxr_utils.cli", "curate"], check=True)'''
+    subprocess.run([sys.executable, "-m", "cxr_utils.cli", "curate"], check=True)
+
+import cxr_utils.notebook
+
+cxr_utils.notebook.setup()'''
 
 
 def _source(cell: dict) -> str:
