@@ -778,15 +778,26 @@ def external_images(root: str | os.PathLike[str]) -> pd.DataFrame:
     return df
 
 
+def _complete(run: Path) -> bool:
+    """A usable run: complete (:func:`cxr_utils.train.is_complete`) and with its ``config.json``."""
+    from cxr_utils.train import is_complete
+
+    return is_complete(run) and (run / "config.json").is_file()
+
+
 def find_run(recipe: str, runs_root: str | os.PathLike[str] | None = None) -> Path | None:
-    """Return the newest run folder ``<runs>/<recipe>*`` that holds ``best.keras`` and ``config.json``, or None."""
+    """Return the complete run folder of ``recipe``: ``<runs>/<recipe>`` itself, else the newest ``<recipe>-*``.
+
+    Complete means ``metrics.json`` (written last by a run, marked complete), ``best.keras`` and
+    ``config.json`` are all there. Returns None when there is no such folder.
+    """
     from cxr_utils import paths
 
-    root = Path(runs_root) if runs_root is not None else paths.runs_dir()
-    if not root.is_dir():
-        return None
-    runs = [p for p in root.glob(f"{recipe}*") if (p / "best.keras").is_file() and (p / "config.json").is_file()]
-    return max(runs, key=lambda p: (p / "best.keras").stat().st_mtime) if runs else None
+    root = Path(runs_root) if runs_root else paths.runs_dir()
+    if _complete(root / recipe):
+        return root / recipe
+    runs = [p for p in root.glob(f"{recipe}-*") if _complete(p)] if root.is_dir() else []
+    return max(runs, key=lambda p: (p / "metrics.json").stat().st_mtime) if runs else None
 
 
 def run_preprocessing(run_dir: str | os.PathLike[str]) -> tuple[int, int]:

@@ -306,16 +306,22 @@ def test_predict_paths_feeds_the_model_what_the_test_split_gets(tmp_path, mirror
     assert got.max() <= 1.0
 
 
-def test_run_preprocessing_reads_size_and_channels_from_the_run_config(tmp_path):
-    (tmp_path / "config.json").write_text(json.dumps({"image_size": 64, "channels": 1, "recipe": "improved"}))
-    assert ev.run_preprocessing(tmp_path) == (64, 1)
-    assert ev.find_run("improved", tmp_path.parent) is None  # no best.keras: not a usable run
-    run = tmp_path.parent / "improved-seed0"
-    run.mkdir()
-    (run / "config.json").write_text("{}")
+def test_run_preprocessing_reads_size_and_channels_and_find_run_wants_a_complete_run(tmp_path):
+    runs = tmp_path / "runs"
+    (runs / "improved-20ep-64px").mkdir(parents=True)
+    run = runs / "improved-20ep-64px"
+    (run / "config.json").write_text(json.dumps({"recipe": "improved", "image_size": 64, "channels": 1}))
+    assert ev.run_preprocessing(run) == (64, 1)
     (run / "best.keras").write_bytes(b"")
-    assert ev.find_run("improved", tmp_path.parent) == run
-    assert ev.run_preprocessing(run) == (80, 3)
+    assert ev.find_run("improved", runs) is None  # no metrics.json yet: still training
+    (run / "metrics.json").write_text(json.dumps({"complete": True}))
+    assert ev.find_run("improved", runs) == run
+    assert ev.find_run("paper", runs) is None
+    exact = runs / "improved"
+    shutil.copytree(run, exact)
+    (exact / "config.json").write_text("{}")
+    assert ev.find_run("improved", runs) == exact  # the recipe as defined wins over variants
+    assert ev.run_preprocessing(exact) == (80, 3)  # the paper's input when the config does not say
 
 
 def test_external_summary_compares_covid_recall_and_normal_specificity(tmp_path):
