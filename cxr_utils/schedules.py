@@ -245,23 +245,33 @@ def lr_range_test(
     return df
 
 
-def suggest_lr(curve: pd.DataFrame, skip_start: int = 5) -> dict[str, float]:
+def suggest_lr(curve: pd.DataFrame, skip_start: int = 10, window_decades: float = 1.0) -> dict[str, float]:
     """Read candidate peak rates off a range-test curve (the output of :func:`lr_range_test`).
 
+    Args:
+        curve: the range test's DataFrame (``lr``, ``smoothed_loss``; ``attrs["stopped_early"]``).
+        skip_start: rows ignored at the start, where the moving average is still noisy (fewer when
+            the curve is very short: at least 3 rows are kept). The row that diverged is ignored too.
+        window_decades: the steepest fall is measured as the change of the smoothed loss across this
+            many decades of rate (a centred difference), so one noisy batch cannot make it.
+
     Returns:
-        ``min_loss``: the rate where the smoothed loss is lowest (already too high to train at:
-        the loss is about to blow up); ``min_loss_over_10``: a tenth of it, the usual pick;
-        ``steepest``: the rate where the smoothed loss falls fastest per decade of rate.
-        The first ``skip_start`` rows (noisy moving-average start; fewer when the curve is very short) are
-        ignored, and so is the row that diverged.
+        ``min_loss``: the rate where the smoothed loss is lowest (already too high to train at: the
+        loss is about to rise); ``min_loss_over_10``: a tenth of it, the usual pick;
+        ``steepest``: the rate, below ``min_loss``, where the smoothed loss falls fastest per decade.
     """
     c = curve.iloc[:-1] if curve.attrs.get("stopped_early") else curve
     if len(c) < 3:
         raise ValueError(f"the range-test curve has too few rows ({len(curve)}); run more steps or a wider sweep")
     c = c.iloc[min(skip_start, len(c) - 3):]  # a very short curve keeps at least 3 rows
-    i_min = int(c["smoothed_loss"].to_numpy().argmin())
+    loss = c["smoothed_loss"].to_numpy()
+    log_lr = np.log10(c["lr"].to_numpy())
+    i_min = int(loss.argmin())
     lr_min = float(c["lr"].iloc[i_min])
-    upto = c.iloc[: max(i_min, 2) + 1]
-    slope = np.gradient(upto["smoothed_loss"].to_numpy(), np.log10(upto["lr"].to_numpy()))
-    steepest = float(upto["lr"].iloc[int(slope.argmin())])
+    per_decade = (len(log_lr) - 1) / max(log_lr[-1] - log_lr[0], 1e-12)
+    half = max(1, int(round(window_decades * per_decade / 2)))
+    lo = np.clip(np.arange(len(loss)) - half, 0, len(loss) - 1)
+    hi = np.clip(np.arange(len(loss)) + half, 0, len(loss) - 1)
+    slope = (loss[hi] - loss[lo]) / np.maximum(log_lr[hi] - log_lr[lo], 1e-12)
+    steepest = float(c["lr"].iloc[int(slope[: max(i_min, 1)].argmin())])
     return {"min_loss": lr_min, "min_loss_over_10": lr_min / 10.0, "steepest": steepest}

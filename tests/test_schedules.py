@@ -157,6 +157,16 @@ def test_suggest_lr_reads_the_minimum_and_the_steepest_fall():
     assert s["steepest"] == pytest.approx(1e-4, rel=0.3)
 
 
+def test_suggest_lr_is_not_fooled_by_one_noisy_batch():
+    lrs = np.logspace(-6, 0, 61)
+    x = np.log10(lrs)
+    smoothed = 1.1 - 0.5 * np.tanh(2 * (x + 4)) + np.where(x > -2, (x + 2) ** 2, 0.0)
+    smoothed[np.argmin(np.abs(x + 4.5))] -= 0.2  # one lucky batch at 3e-5
+    curve = pd.DataFrame({"step": range(61), "lr": lrs, "loss": smoothed, "smoothed_loss": smoothed})
+    assert suggest_lr(curve)["steepest"] == pytest.approx(1e-4, rel=0.3)
+    assert suggest_lr(curve, window_decades=0.0)["steepest"] != pytest.approx(1e-4, rel=0.3)
+
+
 def test_suggest_lr_keeps_three_rows_of_a_very_short_curve_and_drops_the_diverged_one():
     curve = pd.DataFrame({"step": range(5), "lr": [1e-5, 1e-4, 1e-3, 1e-2, 1e-1],
                           "loss": [1.1, 1.0, 0.8, 0.9, 9.0], "smoothed_loss": [1.1, 1.0, 0.8, 0.9, 9.0]})
