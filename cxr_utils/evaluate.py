@@ -945,33 +945,36 @@ def plot_reliability(reports: Mapping[str, Report]) -> plt.Figure:
     return fig
 
 
-def plot_comparison(table: pd.DataFrame, names: Sequence[str], figures: Sequence[tuple[str, str]]) -> plt.Figure:
-    """Forest plot: per ``(group, figure)`` row of :func:`compare_with_paper`, the paper and each run with intervals."""
-    fig, ax = plt.subplots(figsize=(7.5, 0.42 * len(figures) * (len(names) + 1) + 1))
-    series = [("published (Zhong 2020)", "published", "published_low", "published_high", "#7f7f7f")]
+def plot_comparison(
+    table: pd.DataFrame, names: Sequence[str], figures: Sequence[tuple[str, str]],
+    labels: Mapping[str, str] | None = None,
+) -> plt.Figure:
+    """Forest plot: per ``(group, figure)`` row of :func:`compare_with_paper`, the paper and each run with intervals.
+
+    ``labels`` maps a run name to its legend text (default: the name).
+    """
+    labels = dict(labels or {})
+    series = [("published (Zhong 2020)", "published", "#7f7f7f")]
     palette = ["#d62728", "#1f77b4", "#2ca02c", "#9467bd"]
-    series += [(n, n, f"{n}_low", f"{n}_high", palette[i % len(palette)]) for i, n in enumerate(names)]
-    step = len(series) + 1
-    ticks, labels = [], []
+    series += [(labels.get(n, n), n, palette[i % len(palette)]) for i, n in enumerate(names)]
+    fig, ax = plt.subplots(figsize=(7.5, 0.5 * len(figures) + 1.2))
+    offsets = np.linspace(-0.25, 0.25, len(series)) if len(series) > 1 else [0.0]
     for i, key in enumerate(figures):
-        base = -i * step
-        ticks.append(base - (len(series) - 1) / 2)
-        labels.append(f"{key[0]}: {key[1]}" if key[0] != "overall" else key[1])
         if key not in table.index:
             continue
         row = table.loc[key]
-        for s, (label, c, lo, hi, colour) in enumerate(series):
-            v = row.get(c, np.nan)
+        for s, (label, col, colour) in enumerate(series):
+            v = row.get(col, np.nan)
             if not np.isfinite(v):
                 continue
-            yy = base - s
-            err = None
-            if np.isfinite(row.get(lo, np.nan)):
-                err = [[v - row[lo]], [row[hi] - v]]
-            ax.errorbar(v, yy, xerr=err, fmt="o", color=colour, ms=4, capsize=2,
+            lo, hi = row.get(f"{col}_low", np.nan), row.get(f"{col}_high", np.nan)
+            err = [[v - lo], [hi - v]] if np.isfinite(lo) and np.isfinite(hi) else None
+            ax.errorbar(v, i + offsets[s], xerr=err, fmt="o", color=colour, ms=4, capsize=2,
                         label=label if i == 0 else None)
-    ax.set_yticks(ticks, labels, fontsize=8)
-    ax.set_xlabel("value (dot) with 95 % interval (bar)")
+    ax.set_yticks(range(len(figures)), [f[1] if f[0] == "overall" else f"{f[0]}: {f[1]}" for f in figures],
+                  fontsize=8)
+    ax.invert_yaxis()
+    ax.set_xlabel("value (dot) with its 95 % interval (bar)")
     ax.set_title("The paper's figures and ours, with intervals")
     ax.grid(axis="x", alpha=0.3)
     ax.legend(loc="lower left", fontsize=8)
@@ -979,23 +982,28 @@ def plot_comparison(table: pd.DataFrame, names: Sequence[str], figures: Sequence
     return fig
 
 
-def plot_external(summary: pd.DataFrame, title: str = "") -> plt.Figure:
-    """Bar chart of :func:`external_summary`: each figure in-source (test) and external, with Wilson intervals."""
-    figures = list(dict.fromkeys(summary.index.get_level_values("figure")))
-    fig, ax = plt.subplots(figsize=(7, 3.4))
-    x = np.arange(len(figures))
-    for s, (set_name, colour) in enumerate((("test", "#55a868"), ("external", "#c44e52"))):
-        vals = [summary.loc[(f, set_name)] for f in figures]
-        est = np.array([v["estimate"] for v in vals])
-        err = np.array([[v["estimate"] - v["wilson_low"], v["wilson_high"] - v["estimate"]] for v in vals]).T
-        ax.bar(x + (s - 0.5) * 0.38, est, width=0.38, color=colour, yerr=err, capsize=3,
-               label="in-source test split" if set_name == "test" else "external collection")
-        for xi, v in zip(x + (s - 0.5) * 0.38, vals, strict=True):
-            ax.text(xi, 0.02, f"{v['k']}/{v['n']}", ha="center", va="bottom", fontsize=7, color="white")
-    ax.set_xticks(x, figures, fontsize=8)
-    ax.set_ylim(0, 1.05)
-    ax.set_ylabel("share of images (95 % Wilson interval)")
-    ax.set_title(title or "In-source test split vs an external collection")
-    ax.legend(fontsize=8, loc="upper right")
+def plot_external(summaries: Mapping[str, pd.DataFrame]) -> plt.Figure:
+    """Bar charts of :func:`external_summary`, one panel per run: each figure on the test split and externally.
+
+    Bars show the estimate with its 95 % Wilson interval; the foot of each bar gives k/n.
+    """
+    fig, axes = plt.subplots(1, len(summaries), figsize=(6.2 * len(summaries), 3.4), squeeze=False, sharey=True)
+    for ax, (name, summary) in zip(axes[0], summaries.items(), strict=True):
+        figures = list(dict.fromkeys(summary.index.get_level_values("figure")))
+        x = np.arange(len(figures))
+        for s, (set_name, colour) in enumerate((("test", "#55a868"), ("external", "#c44e52"))):
+            vals = [summary.loc[(f, set_name)] for f in figures]
+            est = np.array([v["estimate"] for v in vals])
+            err = np.array([[v["estimate"] - v["wilson_low"], v["wilson_high"] - v["estimate"]] for v in vals]).T
+            xs = x + (s - 0.5) * 0.38
+            ax.bar(xs, est, width=0.38, color=colour, yerr=err, capsize=3,
+                   label="in-source test split" if set_name == "test" else "external collection")
+            for xi, v in zip(xs, vals, strict=True):
+                ax.text(xi, 0.02, f"{int(v['k'])}/{int(v['n'])}", ha="center", va="bottom", fontsize=7, color="white")
+        ax.set_xticks(x, [f.replace(" for ", "\nfor ") for f in figures], fontsize=8)
+        ax.set_ylim(0, 1.05)
+        ax.set_ylabel("share of images (95 % Wilson interval)")
+        ax.set_title(f"{name}: in-source test split vs external collection", fontsize=10)
+        ax.legend(fontsize=8, loc="upper right")
     fig.tight_layout()
     return fig
