@@ -957,7 +957,7 @@ def plot_comparison(
     series = [("published (Zhong 2020)", "published", "#7f7f7f")]
     palette = ["#d62728", "#1f77b4", "#2ca02c", "#9467bd"]
     series += [(labels.get(n, n), n, palette[i % len(palette)]) for i, n in enumerate(names)]
-    fig, ax = plt.subplots(figsize=(7.5, 0.5 * len(figures) + 1.2))
+    fig, ax = plt.subplots(figsize=(7.5, 0.5 * len(figures) + 1.5))
     offsets = np.linspace(-0.25, 0.25, len(series)) if len(series) > 1 else [0.0]
     for i, key in enumerate(figures):
         if key not in table.index:
@@ -977,7 +977,7 @@ def plot_comparison(
     ax.set_xlabel("value (dot) with its 95 % interval (bar)")
     ax.set_title("The paper's figures and ours, with intervals")
     ax.grid(axis="x", alpha=0.3)
-    ax.legend(loc="lower left", fontsize=8)
+    ax.legend(loc="upper center", bbox_to_anchor=(0.4, -0.1), ncol=len(series), fontsize=8, frameon=False)
     fig.tight_layout()
     return fig
 
