@@ -44,6 +44,7 @@ import shutil
 import subprocess
 import sys
 import time
+import warnings
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -523,7 +524,8 @@ def prediction_metrics(predictions: pd.DataFrame) -> dict[str, Any]:
         "accuracy": float((pred == y).mean()),
         "balanced_accuracy": float(recall.mean()),
         "macro_f1": float(f1_score(y, pred, labels=labels, average="macro", zero_division=0)),
-        "cross_entropy": float(log_loss(y, np.clip(p, 1e-7, 1.0), labels=labels)),
+        "cross_entropy": float(log_loss(y, np.clip(p, 1e-7, 1.0) / np.clip(p, 1e-7, 1.0).sum(1, keepdims=True),
+                                        labels=labels)),
         "recall": {c: float(r) for c, r in zip(CLASSES, recall, strict=True)},
         "precision": {c: float(r) for c, r in zip(CLASSES, precision, strict=True)},
         "confusion": confusion_matrix(y, pred, labels=labels).tolist(),
@@ -657,8 +659,10 @@ def _fit(config: dict, run_dir: Path, verbose: int, extra_callbacks: list, say) 
     backup = keras.callbacks.BackupAndRestore(str(run_dir / "backup"), double_checkpoint=True,
                                               delete_checkpoint=False)
     callbacks = [_Callbacks.get("RestoreFirst")(backup, callbacks)]
-    model.fit(train, validation_data=val, epochs=config["epochs"], class_weight=weights, callbacks=callbacks,
-              verbose=0)
+    with warnings.catch_warnings():  # Keras notes that a tf.data pipeline shuffles itself (it does)
+        warnings.filterwarnings("ignore", message=".*shuffle=True.*")
+        model.fit(train, validation_data=val, epochs=config["epochs"], class_weight=weights, callbacks=callbacks,
+                  verbose=0)
 
 
 def _finish(config: dict, run_dir: Path, env: dict, say) -> Path:

@@ -1,0 +1,217 @@
+"""cxr_utils.train: run folders, the best checkpoint chosen on validation, resume/restart, reload, export.
+
+Every run here is tiny (a stratified subset of the real curated images, a few epochs of the small
+``improved`` network), in a temporary ``CXR_RUNS_DIR``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+
+import keras
+import numpy as np
+import pandas as pd
+import pytest
+
+from cxr_utils import CLASSES, losses, schedules, train
+from cxr_utils import data as cxr_data
+
+SUBSET = 96  # images per split: 3 training batches of 32
+
+
+@pytest.fixture(scope="module")
+def runs_dir(tmp_path_factory, curated_data_dir):
+    """A temporary CXR_RUNS_DIR for this module (restored afterwards)."""
+    old = os.environ.get("CXR_RUNS_DIR")
+    path = tmp_path_factory.mktemp("runs")
+    os.environ["CXR_RUNS_DIR"] = str(path)
+    yield path
+    if old is None:
+        os.environ.pop("CXR_RUNS_DIR", None)
+    else:
+        os.environ["CXR_RUNS_DIR"] = old
+
+
+@pytest.fixture(scope="module")
+def tiny_run(runs_dir):
+    """One complete 4-epoch run of the ``improved`` recipe on 96 images per split."""
+    return train.train_recipe("improved", "tiny", epochs=4, subset=SUBSET, verbose=0)
+
+
+class StopAfter(keras.callbacks.Callback):
+    """Raise KeyboardInterrupt at the end of epoch ``epoch`` (as Ctrl-C in a notebook would)."""
+
+    def __init__(self, epoch: int):
+        super().__init__()
+        self.epoch = epoch
+
+    def on_epoch_end(self, epoch, logs=None):
+        if epoch == self.epoch:
+            raise KeyboardInterrupt(f"simulated interruption after epoch {epoch}")
+
+
+def test_run_folder_holds_the_contract_files_and_metrics_say_which_epoch_was_kept(tiny_run):
+    names = {p.name for p in tiny_run.iterdir()}
+    assert {"config.json", "environment.json", "history.csv", "tensorboard", "best.keras", "metrics.json",
+            "predictions_val.csv", "predictions_test.csv"} <= names
+    assert "backup" not in names  # the resume state is removed once the run is complete
+    metrics = json.loads((tiny_run / "metrics.json").read_text())
+    assert metrics["complete"] is True and metrics["recipe"] == "improved"
+    assert metrics["epochs_run"] == 4
+    assert metrics["params"] == keras.models.load_model(tiny_run / "best.keras").count_params()
+    assert metrics["seconds_per_epoch"] > 0
+    assert set(metrics["test"]["recall"]) == set(CLASSES)
+    assert np.array(metrics["test"]["confusion"]).sum() == metrics["test"]["n"]
+
+
+def test_best_checkpoint_is_the_epoch_with_the_lowest_validation_loss(tiny_run):
+    history = pd.read_csv(tiny_run / "history.csv")
+    metrics = json.loads((tiny_run / "metrics.json").read_text())
+    assert metrics["best_epoch"] == int(history["val_loss"].to_numpy().argmin())
+    # Re-evaluating the saved model on the val split gives back that epoch's val_loss exactly,
+    # so the checkpoint was measured on val (and the val loss on test is a different number).
+    model = keras.models.load_model(tiny_run / "best.keras", compile=False)
+    config = json.loads((tiny_run / "config.json").read_text())
+    model.compile(loss=losses.keras_loss(config["label_smoothing"]))
+    x, y = cxr_data.load_split("val", config["image_size"], subset=SUBSET)
+    val_loss = model.evaluate(x / 255.0, keras.utils.to_categorical(y, 3), verbose=0)
+    assert val_loss == pytest.approx(history["val_loss"].iloc[metrics["best_epoch"]], rel=1e-4)
+    xt, yt = cxr_data.load_split("test", config["image_size"], subset=SUBSET)
+    test_loss = model.evaluate(xt / 255.0, keras.utils.to_categorical(yt, 3), verbose=0)
+    assert test_loss != pytest.approx(val_loss, rel=1e-3)
+
+
+def test_best_checkpoint_refuses_to_monitor_anything_but_validation_data(tmp_path):
+    best = train._Callbacks.get("BestOnValidation")
+    assert best(tmp_path / "best.keras").monitor == train.SELECTION_MONITOR == "val_loss"
+    with pytest.raises(ValueError, match="validation"):
+        best(tmp_path / "best.keras", monitor="loss")
+
+
+def test_saved_best_model_predicts_what_the_model_predicted_before_saving(curated_data_dir, tmp_path):
+    keras.utils.set_random_seed(0)
+    model = train.build_model(train.resolve_config("improved", subset=SUBSET))
+    x, _ = cxr_data.load_split("val", 80, subset=32)
+    x = x.astype(np.float32) / 255.0
+    before = model.predict(x, verbose=0)
+    cb = train._Callbacks.get("BestOnValidation")(tmp_path / "best.keras")
+    cb.set_model(model)
+    cb.on_train_begin()
+    cb.on_epoch_end(0, {"val_loss": 1.0})
+    after = keras.models.load_model(tmp_path / "best.keras").predict(x, verbose=0)
+    np.testing.assert_allclose(after, before, rtol=1e-5, atol=1e-6)
+
+
+def test_load_run_returns_a_model_that_reproduces_the_saved_predictions(tiny_run):
+    model, metrics, history = train.load_run(tiny_run)
+    assert len(history) == metrics["epochs_run"]
+    saved = pd.read_csv(tiny_run / "predictions_val.csv")
+    assert list(saved.columns) == list(train.PREDICTION_COLUMNS)
+    again = train.predict_split(model, "val", subset=SUBSET)
+    assert (again["path"] == saved["path"]).all() and (again["label"] == saved["label"]).all()
+    cols = [f"p_{c}" for c in CLASSES]
+    np.testing.assert_allclose(again[cols].to_numpy(), saved[cols].to_numpy(), atol=1e-5)
+    assert metrics["test"]["n"] == len(pd.read_csv(tiny_run / "predictions_test.csv"))
+
+
+def test_predictions_carry_the_manifest_labels_and_split_groups(tiny_run, curated_data_dir):
+    manifest = cxr_data.load_manifest().set_index("path")
+    pred = pd.read_csv(tiny_run / "predictions_test.csv")
+    assert (manifest.loc[pred["path"], "split"] == "test").all()
+    assert (manifest.loc[pred["path"], "label"].to_numpy() == pred["label"].to_numpy()).all()
+    assert (manifest.loc[pred["path"], "split_group"].astype(str).to_numpy() == pred["split_group"].astype(str)
+            .to_numpy()).all()
+    np.testing.assert_allclose(pred[[f"p_{c}" for c in CLASSES]].sum(axis=1), 1.0, atol=1e-4)
+
+
+def test_calling_again_on_a_complete_run_trains_nothing(tiny_run, capsys):
+    before = (tiny_run / "history.csv").stat().st_mtime_ns, (tiny_run / "metrics.json").read_text()
+    assert train.train_recipe("improved", "tiny", epochs=4, subset=SUBSET) == tiny_run
+    assert "is complete: nothing to train" in capsys.readouterr().out
+    assert ((tiny_run / "history.csv").stat().st_mtime_ns, (tiny_run / "metrics.json").read_text()) == before
+
+
+def test_a_different_configuration_in_the_same_folder_is_refused(tiny_run):
+    with pytest.raises(ValueError, match="different configuration.*epochs"):
+        train.train_recipe("improved", "tiny", epochs=5, subset=SUBSET, verbose=0)
+
+
+def test_interrupted_run_is_not_complete_and_the_next_call_resumes_it(runs_dir, capsys):
+    with pytest.raises(KeyboardInterrupt):
+        train.train_recipe("improved", "interrupted", epochs=4, subset=SUBSET, extra_callbacks=[StopAfter(1)])
+    folder = runs_dir / "interrupted"
+    assert not train.is_complete(folder)
+    assert not (folder / "metrics.json").exists()
+    with pytest.raises(FileNotFoundError, match="not a complete run"):
+        train.load_run(folder)
+    capsys.readouterr()
+    train.train_recipe("improved", "interrupted", epochs=4, subset=SUBSET)
+    out = capsys.readouterr().out
+    # The interruption came after epoch 2 was logged but before it was backed up: epoch 2 is trained again.
+    assert "resuming after epoch 1 of 4" in out
+    assert "epoch 1/4" not in out and "epoch 2/4" in out and "epoch 4/4" in out
+    history = pd.read_csv(folder / "history.csv")
+    assert history["epoch"].tolist() == [0, 1, 2, 3]
+    assert train.is_complete(folder)
+    # the step counter (and so the schedule) was restored: epoch 2 ran at the rate of its own steps
+    config = json.loads((folder / "config.json").read_text())
+    steps = -(-SUBSET // config["batch_size"])
+    sched = train.make_schedule(config, steps)
+    expected = schedules.lr_at_steps(sched, [2 * steps])[0]  # the rate the optimizer reports after epoch 2
+    assert history["learning_rate"].iloc[1] == pytest.approx(expected, rel=1e-4)
+
+
+def test_restart_discards_an_interrupted_run_and_trains_from_the_first_epoch(runs_dir, capsys):
+    with pytest.raises(KeyboardInterrupt):
+        train.train_recipe("improved", "restarted", epochs=2, subset=SUBSET, extra_callbacks=[StopAfter(0)])
+    capsys.readouterr()
+    train.train_recipe("improved", "restarted", epochs=2, subset=SUBSET, restart=True)
+    out = capsys.readouterr().out
+    assert "restart: removing" in out and "resuming" not in out and "epoch 1/2" in out
+    assert pd.read_csv(runs_dir / "restarted" / "history.csv")["epoch"].tolist() == [0, 1]
+    assert train.is_complete(runs_dir / "restarted")
+
+
+def test_a_metrics_file_not_marked_complete_does_not_make_a_run_complete(tiny_run, tmp_path):
+    copy = tmp_path / "copy"
+    copy.mkdir()
+    (copy / "best.keras").write_bytes((tiny_run / "best.keras").read_bytes())
+    (copy / "metrics.json").write_text('{"recipe": "improved", "comp')  # truncated
+    assert not train.is_complete(copy)
+    (copy / "metrics.json").write_text((tiny_run / "metrics.json").read_text())
+    assert train.is_complete(copy)
+    (copy / "best.keras").unlink()
+    assert not train.is_complete(copy)
+
+
+def test_export_results_copies_the_small_files_and_never_the_weights(tiny_run, tmp_path):
+    copied = train.export_results(tiny_run, tmp_path / "improved")
+    assert sorted(p.name for p in (tmp_path / "improved").iterdir()) == sorted(train.RESULT_FILES)
+    assert all(p.stat().st_size < 1_000_000 for p in copied)
+    assert (tmp_path / "improved" / "metrics.json").read_text() == (tiny_run / "metrics.json").read_text()
+
+
+def test_environment_records_versions_and_no_host_name(tiny_run):
+    text = (tiny_run / "environment.json").read_text()
+    env = json.loads(text)
+    assert env["tensorflow"] and env["keras"] == keras.__version__ and env["numpy"] == np.__version__
+    assert env["cpu_count"] == os.cpu_count()
+    assert platform.node() not in text
+
+
+def test_paper_recipe_is_the_script(curated_data_dir):
+    paper = train.RECIPES["paper"]
+    assert (paper.model, paper.image_size, paper.channels, paper.augment) == ("paper_dcnn", 80, 3, "paper")
+    assert (paper.label_smoothing, paper.batch_size, paper.epochs, paper.weight_decay) == (0.12, 32, 12, 0.0)
+    config = train.resolve_config("paper")
+    assert losses.class_weights([1, 1, 1], config["class_weights"]) == {0: 10.0, 1: 3.0, 2: 1.0}
+    rates = schedules.lr_at_steps(train.make_schedule(config, 100), [0, 299, 300, 599, 600, 1199])
+    np.testing.assert_allclose(rates, [4e-4, 4e-4, 2e-4, 2e-4, 1e-4, 1e-4], rtol=1e-6)
+    assert "test set as validation_data" in paper.notes and config["validation_split"] == "val"
+
+
+def test_unknown_recipe_names_the_known_ones():
+    with pytest.raises(ValueError, match="improved.*paper"):
+        train.resolve_config("fast")
