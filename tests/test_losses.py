@@ -157,3 +157,17 @@ def test_loss_share_without_weights_is_the_class_frequency():
     n = sum(PAPER_TRAIN_COUNTS)
     assert list(share.values()) == pytest.approx([c / n for c in PAPER_TRAIN_COUNTS])
     assert len(share) == len(CLASSES)
+
+
+def test_class_weights_from_the_curated_manifest_match_scikit_learn_on_its_training_labels(curated_data_dir):
+    from sklearn.utils.class_weight import compute_class_weight
+
+    from cxr_utils.data import label_indices, load_manifest
+
+    manifest = load_manifest()
+    train = manifest[manifest["split"] == "train"]
+    y = label_indices(train["label"])
+    expected = compute_class_weight("balanced", classes=np.arange(3), y=y)
+    assert class_counts(manifest).sum() == len(train)
+    assert class_weights(manifest, "balanced") == pytest.approx(dict(enumerate(expected)))
+    assert sum(loss_share(class_weights(manifest, "paper"), manifest).values()) == pytest.approx(1.0)
