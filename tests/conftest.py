@@ -2,21 +2,25 @@
 
 The tests read the real data, never invented stand-ins: ``CXR_DATA_MIRROR`` must name the offline
 mirror of the four sources (CI sets it to ``../shared/cxr-mirror``). Lessons executed by the tests
-(papermill, nbval) inherit ``CXR_SMOKE=1`` and the session's ``CXR_DATA_DIR``.
+(papermill, nbval) inherit ``CXR_SMOKE=1`` and the session's ``CXR_DATA_DIR``, and draw their figures
+with the kernel's inline backend, as they do for a learner.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
+import nbformat
+import papermill as pm
 import pytest
 
 os.environ["CXR_SMOKE"] = "1"
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-os.environ.setdefault("MPLBACKEND", "Agg")
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -52,3 +56,34 @@ def curated_data_dir(tmp_path_factory: pytest.TempPathFactory, mirror: Path) -> 
         assert proc.returncode == 0, f"cxr-data {step[0]} failed:\n{proc.stdout}\n{proc.stderr}"
     os.environ["CXR_DATA_DIR"] = str(root)
     return root
+
+
+class LessonRun:
+    """An executed lesson: the notebook, its printed text (runs of blanks folded to one) and figures."""
+
+    def __init__(self, nb: nbformat.NotebookNode):
+        self.nb = nb
+        parts = []
+        for cell in nb.cells:
+            for out in cell.get("outputs", []):
+                parts.append(out.get("text", ""))
+                parts.append(out.get("data", {}).get("text/plain", ""))
+        self.text = re.sub(r"[ \t]+", " ", "\n".join(parts))  # printed tables' column widths vary
+        self.figures = sum(
+            any(k in out.get("data", {}) for k in ("image/png", "image/jpeg"))
+            for cell in nb.cells for out in cell.get("outputs", [])
+        )
+
+
+@pytest.fixture()
+def run_lesson(tmp_path: Path) -> Callable[..., LessonRun]:
+    """Execute ``notebooks/<name>`` with papermill at smoke parameters (plus ``parameters``)."""
+
+    def run(name: str, **parameters) -> LessonRun:
+        notebook = REPO / "notebooks" / name
+        out = tmp_path / name
+        pm.execute_notebook(str(notebook), str(out), parameters={"smoke": True, **parameters},
+                            cwd=str(notebook.parent), kernel_name="python3", progress_bar=False)
+        return LessonRun(nbformat.read(out, as_version=4))
+
+    return run
