@@ -10,28 +10,13 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-import nbformat
 import numpy as np
 import pandas as pd
-import papermill as pm
 import pytest
 
 from cxr_utils import CLASSES
 
 NOTEBOOK = Path(__file__).resolve().parents[1] / "notebooks" / "07_evaluation.ipynb"
-
-
-def _outputs_text(nb) -> str:
-    parts = []
-    for cell in nb.cells:
-        for out in cell.get("outputs", []):
-            parts.append(out.get("text", ""))
-            parts.append(out.get("data", {}).get("text/plain", ""))
-    return "\n".join(parts)
-
-
-def _figures(nb) -> int:
-    return sum("image/png" in o.get("data", {}) for c in nb.cells for o in c.get("outputs", []))
 
 
 @pytest.fixture(scope="module")
@@ -56,18 +41,10 @@ def results_dir(tmp_path_factory, curated_data_dir) -> Path:
     return root
 
 
-def _run(tmp_path: Path, results: Path, monkeypatch) -> nbformat.NotebookNode:
-    monkeypatch.delenv("MPLBACKEND", raising=False)  # the kernel's inline backend, so figures are saved
-    out = tmp_path / NOTEBOOK.name
-    pm.execute_notebook(str(NOTEBOOK), str(out), parameters={"smoke": True, "results_dir": str(results)},
-                        cwd=str(NOTEBOOK.parent), kernel_name="python3", progress_bar=False)
-    return nbformat.read(out, as_version=4)
-
-
 @pytest.mark.notebook
-def test_notebook_07_evaluates_both_recipes_with_intervals_in_smoke_mode(tmp_path, results_dir, monkeypatch):
-    nb = _run(tmp_path, results_dir, monkeypatch)
-    text = _outputs_text(nb)
+def test_notebook_07_evaluates_both_recipes_with_intervals_in_smoke_mode(run_lesson, results_dir):
+    run = run_lesson(NOTEBOOK.name, results_dir=str(results_dir))
+    text = run.text
     df = pd.read_csv(results_dir / "improved" / "predictions_test.csv")
     pred = df[[f"p_{c}" for c in CLASSES]].to_numpy().argmax(axis=1)
     cm = pd.crosstab(df["label"], pd.Series(np.array(CLASSES)[pred], name="predicted"))
@@ -81,15 +58,14 @@ def test_notebook_07_evaluates_both_recipes_with_intervals_in_smoke_mode(tmp_pat
     assert "paper's figure in improved recipe CI" in text
     assert "McNemar exact test: p =" in text
     assert "Smoke mode: the external evaluation is skipped" in text
-    assert _figures(nb) == 4  # confusion matrices, ROC, reliability, paper vs ours
+    assert run.figures == 4  # confusion matrices, ROC, reliability, paper vs ours
 
 
 @pytest.mark.notebook
-def test_notebook_07_names_a_missing_recipe_and_runs_on_with_the_other(tmp_path, results_dir, monkeypatch):
+def test_notebook_07_names_a_missing_recipe_and_runs_on_with_the_other(run_lesson, results_dir, tmp_path):
     only_paper = tmp_path / "results"
     shutil.copytree(results_dir / "paper", only_paper / "paper")
-    nb = _run(tmp_path, only_paper, monkeypatch)
-    text = _outputs_text(nb)
+    text = run_lesson(NOTEBOOK.name, results_dir=str(only_paper)).text
     assert "improved: results/improved/predictions_test.csv is missing" in text
     assert "Skipped: the paired comparison needs both recipes; missing results for ['improved']" in text
     assert "ours, paper recipe" in text
