@@ -160,8 +160,17 @@ def load(path: Path) -> dict:
 
 
 def save(path: Path, nb: dict) -> None:
+    """Write ``nb`` atomically, laid out as nbformat writes it (sources as lists of lines), and only
+    if it changed, so that syncing an up-to-date lesson leaves the file untouched."""
+    for cell in nb.get("cells", []):
+        src = cell.get("source", "")
+        if isinstance(src, str):
+            cell["source"] = src.splitlines(keepends=True)
+    text = json.dumps(nb, indent=1, ensure_ascii=False, sort_keys=True) + "\n"
+    if path.exists() and path.read_text(encoding="utf-8") == text:
+        return
     tmp = path.with_suffix(".ipynb.tmp")
-    tmp.write_text(json.dumps(nb, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
+    tmp.write_text(text, encoding="utf-8")
     tmp.replace(path)
 
 
