@@ -968,7 +968,7 @@ def plot_comparison(
             if not np.isfinite(v):
                 continue
             lo, hi = row.get(f"{col}_low", np.nan), row.get(f"{col}_high", np.nan)
-            err = [[v - lo], [hi - v]] if np.isfinite(lo) and np.isfinite(hi) else None
+            err = [[max(v - lo, 0)], [max(hi - v, 0)]] if np.isfinite(lo) and np.isfinite(hi) else None
             ax.errorbar(v, i + offsets[s], xerr=err, fmt="o", color=colour, ms=4, capsize=2,
                         label=label if i == 0 else None)
     ax.set_yticks(range(len(figures)), [f[1] if f[0] == "overall" else f"{f[0]}: {f[1]}" for f in figures],
@@ -995,6 +995,7 @@ def plot_external(summaries: Mapping[str, pd.DataFrame]) -> plt.Figure:
             vals = [summary.loc[(f, set_name)] for f in figures]
             est = np.array([v["estimate"] for v in vals])
             err = np.array([[v["estimate"] - v["wilson_low"], v["wilson_high"] - v["estimate"]] for v in vals]).T
+            err = np.maximum(err, 0)  # at k = n the clipped bound can sit a rounding error below the estimate
             xs = x + (s - 0.5) * 0.38
             ax.bar(xs, est, width=0.38, color=colour, yerr=err, capsize=3,
                    label="in-source test split" if set_name == "test" else "external collection")

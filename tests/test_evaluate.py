@@ -333,3 +333,14 @@ def test_external_summary_compares_covid_recall_and_normal_specificity(tmp_path)
     assert s.loc[("COVID-19 recall", "external"), "estimate"] == 0.6
     assert s.loc[("Normal specificity for COVID-19", "external"), ["k", "n"]].tolist() == [3, 10]
     assert s.loc[("Normal recall", "test"), "estimate"] == 0.8
+
+
+def test_external_plot_draws_a_proportion_of_one_without_negative_error_bars():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    y, p = _from_confusion([[0, 10, 0], [0, 10, 0], [0, 0, 0]])  # everything called Normal
+    s = ev.external_summary(_table(y, p), _table(y, p).assign(split_group=None), n_boot=50)
+    assert s.loc[("Normal recall", "external"), "estimate"] == 1.0
+    fig = ev.plot_external({"all Normal": s})
+    assert len(fig.axes) == 1
