@@ -339,7 +339,7 @@ def test_external_plot_draws_a_proportion_of_one_without_negative_error_bars():
     import matplotlib
 
     matplotlib.use("Agg")
-    y, p = _from_confusion([[0, 10, 0], [0, 10, 0], [0, 0, 0]])  # everything called Normal
+    y, p = _from_confusion([[0, 300, 0], [0, 300, 0], [0, 0, 0]])  # everything called Normal (1 - Wilson high = 2e-16)
     s = ev.external_summary(_table(y, p), _table(y, p).assign(split_group=None), n_boot=50)
     assert s.loc[("Normal recall", "external"), "estimate"] == 1.0
     fig = ev.plot_external({"all Normal": s})
