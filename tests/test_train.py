@@ -90,6 +90,25 @@ def test_best_checkpoint_refuses_to_monitor_anything_but_validation_data(tmp_pat
         best(tmp_path / "best.keras", monitor="loss")
 
 
+def test_an_accuracy_monitor_keeps_the_epoch_with_the_highest_validation_accuracy(curated_data_dir, tmp_path):
+    keras.utils.set_random_seed(0)
+    model = train.build_model(train.resolve_config("improved"))
+    cb = train._Callbacks.get("BestOnValidation")(tmp_path / "best.keras", monitor="val_accuracy")
+    cb.set_model(model)
+    cb.on_train_begin()
+    for epoch, acc in enumerate([0.5, 0.8, 0.7, 0.8]):
+        cb.on_epoch_end(epoch, {"val_accuracy": acc, "val_loss": 1.0})
+    assert (cb.best_epoch, cb.best) == (1, 0.8)
+    assert train.best_index([0.5, 0.8, 0.7, 0.8], "val_accuracy") == 1
+    assert train.best_index([0.5, 0.3, 0.7, 0.3], "val_loss") == 1
+
+
+def test_the_paper_recipe_keeps_its_best_validation_accuracy_epoch_and_says_so():
+    config = train.resolve_config("paper")
+    assert train.monitor_of(config) == "val_accuracy" and config["selection"].startswith("val_accuracy on the val")
+    assert train.monitor_of(train.resolve_config("improved")) == "val_loss"
+
+
 def test_saved_best_model_predicts_what_the_model_predicted_before_saving(curated_data_dir, tmp_path):
     keras.utils.set_random_seed(0)
     model = train.build_model(train.resolve_config("improved", subset=SUBSET))
@@ -210,6 +229,7 @@ def test_paper_recipe_is_the_script(curated_data_dir):
     rates = schedules.lr_at_steps(train.make_schedule(config, 100), [0, 299, 300, 599, 600, 1199])
     np.testing.assert_allclose(rates, [4e-4, 4e-4, 2e-4, 2e-4, 1e-4, 1e-4], rtol=1e-6)
     assert "test set as validation_data" in paper.notes and config["validation_split"] == "val"
+    assert paper.monitor == "val_accuracy"
 
 
 def test_unknown_recipe_names_the_known_ones():
