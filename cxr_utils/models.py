@@ -111,12 +111,39 @@ pairs of depthwise-separable convs on the wide, small maps. Every stage but the 
 max pooling."""
 
 
-def _conv_bn_relu(x, filters: int, kind: str, name: str):
+@keras.saving.register_keras_serializable(package="cxr_utils")
+class PerImageStandardization(keras.layers.Layer):
+    """Subtract each image's own mean and divide by its own standard deviation (over all pixels and channels).
+
+    The network then sees every X-ray at the same overall brightness and contrast, whatever the
+    exposure, the scanner's grey-level mapping or a brightness/contrast augmentation did to it:
+    ``x -> (x - mean(x)) / max(std(x), eps)``. It has no weights and acts the same in training and
+    at test time. Registered, so a saved model reloads once ``cxr_utils.models`` is imported.
+    """
+
+    def __init__(self, epsilon: float = 1e-3, **kwargs):
+        super().__init__(**kwargs)
+        self.epsilon = float(epsilon)
+
+    def call(self, inputs):
+        mean = keras.ops.mean(inputs, axis=(1, 2, 3), keepdims=True)
+        std = keras.ops.std(inputs, axis=(1, 2, 3), keepdims=True)
+        return (inputs - mean) / keras.ops.maximum(std, self.epsilon)
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self):
+        return {**super().get_config(), "epsilon": self.epsilon}
+
+
+def _conv_bn_relu(x, filters: int, kind: str, name: str, strides: int = 1):
     """3x3 conv (plain or depthwise-separable) without bias, then batch norm, then ReLU."""
     if kind == "conv":
-        x = keras.layers.Conv2D(filters, 3, padding="same", use_bias=False, name=f"{name}_conv")(x)
+        x = keras.layers.Conv2D(filters, 3, strides=strides, padding="same", use_bias=False, name=f"{name}_conv")(x)
     else:
-        x = keras.layers.SeparableConv2D(filters, 3, padding="same", use_bias=False, name=f"{name}_sepconv")(x)
+        x = keras.layers.SeparableConv2D(filters, 3, strides=strides, padding="same", use_bias=False,
+                                         name=f"{name}_sepconv")(x)
     x = keras.layers.BatchNormalization(name=f"{name}_bn")(x)
     return keras.layers.ReLU(name=f"{name}_relu")(x)
 
@@ -127,6 +154,8 @@ def efficient_cnn(
     width: float = 1.0,
     dropout: float = 0.3,
     stages: tuple[tuple[str, int, int], ...] = EFFICIENT_STAGES,
+    standardize: bool = False,
+    stem_stride: int = 1,
 ) -> keras.Model:
     """Build the course's small, CPU-friendly network (the backbone of the ``improved`` recipe).
 
@@ -154,6 +183,10 @@ def efficient_cnn(
         dropout: dropout rate before the classifier.
         stages: ``(kind, filters, number of conv blocks)`` per stage, kind ``"conv"`` or ``"sep"``
             (default :data:`EFFICIENT_STAGES`).
+        standardize: begin with :class:`PerImageStandardization` (each image to mean 0, std 1), so
+            the network ignores global brightness and contrast.
+        stem_stride: stride of the very first conv (2 halves every map: a 160 px input then costs
+            about what an 80 px one costs with stride 1, but the first filters see the finer pixels).
 
     Returns:
         An uncompiled ``keras.Model`` named ``efficient_cnn``: input ``(size, size, channels)`` in
@@ -163,12 +196,15 @@ def efficient_cnn(
     """
     _check_input(size, channels, 16)
     inputs = keras.Input((size, size, channels), name="image")
-    x = inputs
+    if stem_stride not in (1, 2):
+        raise ValueError(f"stem_stride must be 1 or 2, got {stem_stride!r}")
+    x = PerImageStandardization(name="standardize")(inputs) if standardize else inputs
     for s, (kind, base, n_convs) in enumerate(stages, start=1):
         if kind not in ("conv", "sep"):
             raise ValueError(f"stage kind must be 'conv' or 'sep', got {kind!r} in stage {s}")
         for i in range(1, n_convs + 1):
-            x = _conv_bn_relu(x, _filters(base, width), kind, name=f"stage{s}_{i}")
+            stride = stem_stride if (s, i) == (1, 1) else 1
+            x = _conv_bn_relu(x, _filters(base, width), kind, name=f"stage{s}_{i}", strides=stride)
         if s < len(stages):
             x = keras.layers.MaxPooling2D(2, name=f"stage{s}_pool")(x)
     x = keras.layers.GlobalAveragePooling2D(name="gap")(x)

@@ -151,6 +151,43 @@ def test_models_give_class_probabilities_summing_to_one_on_real_xrays(builder, r
     np.testing.assert_allclose(probs.sum(axis=1), 1.0, rtol=1e-5)
 
 
+def test_per_image_standardization_gives_each_real_xray_mean_0_and_std_1(real_xrays):
+    out = np.asarray(models.PerImageStandardization()(real_xrays))
+    np.testing.assert_allclose(out.mean(axis=(1, 2, 3)), 0.0, atol=1e-5)
+    np.testing.assert_allclose(out.std(axis=(1, 2, 3)), 1.0, rtol=1e-4)
+
+
+def test_standardized_efficient_cnn_ignores_brightness_and_contrast(real_xrays):
+    """The same X-ray at 20 % contrast and shifted brightness (no clipping) gives the same features."""
+    dimmed = 0.2 * (real_xrays - 0.5) + 0.55  # the paper's contrast cut plus a brightness shift, still in [0, 1]
+    for standardize in (True, False):
+        keras.utils.set_random_seed(0)
+        model = models.efficient_cnn(standardize=standardize)
+        features = keras.Model(model.input, model.get_layer("gap").output)
+        a, b = np.asarray(features(dimmed, training=False)), np.asarray(features(real_xrays, training=False))
+        change = np.abs(a - b).max() / np.abs(b).max()
+        assert (change < 1e-3) if standardize else (change > 0.1), (standardize, change)
+
+
+def test_stem_stride_2_halves_every_map_and_keeps_the_parameter_count():
+    one, two = models.efficient_cnn(160), models.efficient_cnn(160, stem_stride=2)
+    assert one.count_params() == two.count_params()
+    assert one.get_layer("stage1_1_conv").output.shape[1:3] == (160, 160)
+    assert two.get_layer("stage1_1_conv").output.shape[1:3] == (80, 80)
+    assert models.multiply_adds(two) < 0.3 * models.multiply_adds(one)
+    with pytest.raises(ValueError, match="stem_stride must be 1 or 2, got 4"):
+        models.efficient_cnn(stem_stride=4)
+
+
+def test_standardized_model_survives_save_and_load(tmp_path, real_xrays):
+    keras.utils.set_random_seed(0)
+    model = models.efficient_cnn(standardize=True, width=0.25)
+    model.save(tmp_path / "m.keras")
+    again = keras.models.load_model(tmp_path / "m.keras", compile=False)
+    assert isinstance(again.get_layer("standardize"), models.PerImageStandardization)
+    np.testing.assert_allclose(again(real_xrays, training=False), model(real_xrays, training=False), atol=1e-6)
+
+
 @pytest.fixture(scope="module")
 def tiny() -> keras.Model:
     """8x8x2 -> conv 3x3 (4) -> pool 2 -> separable 3x3 (6) -> conv 3x3 stride 2 (2) -> dense (5)."""
