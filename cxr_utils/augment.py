@@ -5,6 +5,9 @@
   [0.1, 0.2] (which always *cuts* contrast to 10-20 %); random saturation in [0, 5] (no effect on
   grey images stored as RGB); the image resized to 96x96, then a random 80x80 crop. Test images
   are resized straight to 80x80, so training sees a 1.2x zoomed field of view that test never sees.
+- ``"strong"``: the recommended geometry made larger (rotation +-15 degrees, zoom +-20 %, shift +-10 %)
+  and a random gamma in [0.7, 1.4] instead of brightness and contrast (for networks that standardise
+  each image, which undoes any brightness or contrast change). Tried for ``improved``; not adopted.
 - ``"recommended"``: what we suggest for chest X-rays: no flips (anatomy is lateralised: the heart
   is on the left, and an upside-down chest never occurs), a small rotation (+-5 degrees), zoom
   (+-10 %) and shift (+-5 %), moderate brightness (+-0.05) and contrast (factor 0.85-1.15). It reads
@@ -110,6 +113,23 @@ def _recommended(image: tf.Tensor, seed: tf.Tensor, image_size: int) -> tf.Tenso
     return tf.image.stateless_random_contrast(x, lower=0.85, upper=1.15, seed=s[2])
 
 
+def _strong(image: tf.Tensor, seed: tf.Tensor, image_size: int) -> tf.Tensor:
+    """Larger rotation (+-15 deg), zoom (+-20 %) and shift (+-10 %), then a random gamma in [0.7, 1.4]."""
+    s = tf.random.experimental.stateless_split(seed, num=4)
+    if image.shape[0] != image_size or image.shape[1] != image_size:
+        image = tf.image.resize(image, [image_size, image_size])
+    u = tf.random.stateless_uniform([4], seed=s[0], minval=-1.0, maxval=1.0)
+    matrix = affine_matrix(u[0] * (15.0 * math.pi / 180.0), 1.0 + 0.20 * u[1],
+                           0.10 * image_size * u[2], 0.10 * image_size * u[3], image_size)
+    x = tf.raw_ops.ImageProjectiveTransformV3(
+        images=image[None], transforms=matrix[None], output_shape=[image_size, image_size],
+        fill_value=0.0, interpolation="BILINEAR", fill_mode="REFLECT",
+    )[0]
+    # gamma = exp(U(log 0.7, log 1.4)): darkens or lightens the mid-greys, keeps black and white
+    gamma = tf.exp(tf.random.stateless_uniform([], seed=s[1], minval=math.log(0.7), maxval=math.log(1.4)))
+    return tf.pow(tf.clip_by_value(x, 0.0, 1.0), gamma)
+
+
 POLICIES: dict[str, Policy] = {
     "paper": Policy(
         "paper",
@@ -121,6 +141,11 @@ POLICIES: dict[str, Policy] = {
         "recommended",
         "no flips; rotation +-5 deg, zoom +-10 %, shift +-5 %, brightness +-0.05, contrast x[0.85, 1.15]",
         _recommended,
+    ),
+    "strong": Policy(
+        "strong",
+        "no flips; rotation +-15 deg, zoom +-20 %, shift +-10 %, gamma [0.7, 1.4]",
+        _strong,
     ),
 }
 """The augmentation policies by name (``make_dataset(augment=NAME)``)."""

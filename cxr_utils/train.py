@@ -174,6 +174,28 @@ RECIPES["improved_paper_augment"] = replace(
     notes="Not a candidate: lesson 06 uses it to measure what the paper's contrast cut does to batch normalisation.")
 """The named recipes :func:`train_recipe` knows (``improved_paper_augment`` is an ablation for lesson 06)."""
 
+_CANDIDATE_NOTE = (
+    "A variant of improved tried on 2026-11-26, after improved's one look at test had missed the course's targets. "
+    "Its test figures were looked at too (results/candidates/README.md); it was not adopted because its validation "
+    "accuracy is no better than improved's, and choosing on test is what the course teaches not to do.")
+CANDIDATES: dict[str, Recipe] = {
+    "improved_std80": replace(
+        RECIPES["improved"], name="improved_std80", epochs=8, model_kwargs={"standardize": True},
+        description="improved, with per-image standardisation at the input, 8 epochs", notes=_CANDIDATE_NOTE),
+    "improved_std128": replace(
+        RECIPES["improved"], name="improved_std128", epochs=8, image_size=128,
+        model_kwargs={"standardize": True, "stem_stride": 2},
+        description="improved at 128 px with a stride-2 first conv and per-image standardisation, 8 epochs",
+        notes=_CANDIDATE_NOTE),
+    "improved_strong": replace(
+        RECIPES["improved"], name="improved_strong", epochs=10, image_size=128, augment="strong",
+        model_kwargs={"standardize": True, "stem_stride": 2},
+        description="improved_std128 with the strong augmentation (rotation 15 deg, zoom 20 %, shift 10 %, gamma), "
+                    "10 epochs", notes=_CANDIDATE_NOTE),
+}
+"""Variants of ``improved`` that were trained and not adopted (see ``results/candidates/``).
+:func:`train_recipe` and :func:`resolve_config` accept their names like those of :data:`RECIPES`."""
+
 
 # ---------------------------------------------------------------------------------------------
 # Small file helpers
@@ -230,9 +252,11 @@ def resolve_config(recipe: str | Recipe, *, epochs: int | None = None, image_siz
     (:func:`cxr_utils.data.stratified_subset`); it is for quick runs, never for reference results.
     """
     if isinstance(recipe, str):
-        if recipe not in RECIPES:
-            raise ValueError(f"unknown recipe {recipe!r}; choose one of {sorted(RECIPES)}")
-        recipe = RECIPES[recipe]
+        known = {**RECIPES, **CANDIDATES}
+        if recipe not in known:
+            raise ValueError(f"unknown recipe {recipe!r}; choose one of {sorted(RECIPES)} (or a candidate: "
+                             f"{sorted(CANDIDATES)})")
+        recipe = known[recipe]
     if epochs is not None and int(epochs) < 1:
         raise ValueError(f"epochs must be at least 1, got {epochs!r}")
     r = replace(recipe, epochs=int(epochs or recipe.epochs), image_size=int(image_size or recipe.image_size),
@@ -703,13 +727,12 @@ def _fit(config: dict, run_dir: Path, verbose: int, extra_callbacks: list, say) 
 
 def _finish(config: dict, run_dir: Path, env: dict, say) -> Path:
     """Evaluate ``best.keras`` on val and (once) on test, write predictions, then ``metrics.json`` last."""
-    import keras
 
     history = pd.read_csv(run_dir / "history.csv")
     if len(history) < config["epochs"]:
         raise RuntimeError(f"{_rel(run_dir)}: history has {len(history)} of {config['epochs']} epochs; "
                            "training did not finish (call train_recipe again to resume)")
-    model = keras.models.load_model(run_dir / BEST_MODEL_FILE, compile=False)
+    model = _load_best(run_dir)
     kw = {"image_size": config["image_size"], "channels": config["channels"], "subset": config["subset"],
           "seed": config["seed"]}
     pred_val = predict_split(model, "val", **kw)
@@ -748,6 +771,15 @@ def _finish(config: dict, run_dir: Path, env: dict, say) -> Path:
     return run_dir
 
 
+def _load_best(run_dir: Path):
+    """Load ``best.keras`` of a run (after importing the modules that register the course's custom layers)."""
+    import keras
+
+    from cxr_utils import models, schedules  # noqa: F401  (register PerImageStandardization, the schedules)
+
+    return keras.models.load_model(run_dir / BEST_MODEL_FILE, compile=False)
+
+
 def load_run(path: str | os.PathLike[str]):
     """Reload a complete run folder.
 
@@ -758,13 +790,12 @@ def load_run(path: str | os.PathLike[str]):
     Raises:
         FileNotFoundError: the folder is not a complete run (train it, or resume it, with :func:`train_recipe`).
     """
-    import keras
 
     path = Path(path)
     if not is_complete(path):
         raise FileNotFoundError(f"'{_rel(path)}' is not a complete run (no metrics.json marked complete, or "
                                 "no best.keras); call train_recipe() to train or resume it")
-    model = keras.models.load_model(path / BEST_MODEL_FILE, compile=False)
+    model = _load_best(path)
     metrics = json.loads((path / METRICS_FILE).read_text())
     history = pd.read_csv(path / "history.csv")
     return model, metrics, history

@@ -110,9 +110,23 @@ def test_the_recommended_policy_keeps_the_picture_close_to_the_original(read_rea
     assert np.abs(out - ref).mean() < np.abs(paper - ref).mean()
 
 
+def test_the_strong_policy_moves_more_than_the_recommended_and_keeps_black_and_white(read_real):
+    x = read_real(80)
+    ref = x / 255.0
+    strong = augment.augment_images(x, "strong", 80, seed=0)
+    mild = augment.augment_images(x, "recommended", 80, seed=0)
+    assert np.abs(strong - ref).mean() > np.abs(mild - ref).mean()
+    # on a flat grey image the geometry changes nothing and the gamma maps 0.5 to 0.5 ** gamma, gamma in [0.7, 1.4]
+    grey = np.full((16, 80, 80, 1), 128, np.uint8)
+    values = augment.augment_images(grey, "strong", 80, seed=0)[:, 40, 40, 0]
+    x = 128 / 255
+    assert np.all(values >= x**1.4 - 1e-4) and np.all(values <= x**0.7 + 1e-4), values
+    assert values.std() > 0.02  # a different gamma for each image
+
+
 def test_an_unknown_policy_is_refused_naming_the_choices():
-    with pytest.raises(ValueError, match=r"'strong'.*\['paper', 'recommended'\]"):
-        augment.get_policy("strong")
+    with pytest.raises(ValueError, match=r"'heavy'.*\['paper', 'recommended', 'strong'\]"):
+        augment.get_policy("heavy")
 
 
 def test_the_keras_layers_version_works_on_unit_range_images(read_real):

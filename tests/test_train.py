@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+from pathlib import Path
 
 import keras
 import numpy as np
@@ -235,3 +236,50 @@ def test_paper_recipe_is_the_script(curated_data_dir):
 def test_unknown_recipe_names_the_known_ones():
     with pytest.raises(ValueError, match="improved.*paper"):
         train.resolve_config("fast")
+
+
+def test_candidates_resolve_and_their_committed_configs_are_exactly_those_settings():
+    """results/candidates/<name>/config.json was trained under a working name; every other setting must match."""
+    results = Path(__file__).resolve().parents[1] / "results" / "candidates"
+    assert set(train.CANDIDATES) == {p.name for p in results.iterdir() if p.is_dir()}
+    for name in train.CANDIDATES:
+        committed = json.loads((results / name / "config.json").read_text())
+        resolved = json.loads(json.dumps(train.resolve_config(name)))
+        differs = {k for k in committed.keys() | resolved.keys() if committed.get(k) != resolved.get(k)}
+        assert differs <= {"recipe", "description", "notes"}, (name, differs)
+        assert set(train.CANDIDATES) & set(train.RECIPES) == set()
+    with pytest.raises(ValueError, match="candidate.*improved_std128"):
+        train.resolve_config("fast")
+
+
+def test_a_run_with_a_standardising_model_reloads_in_a_fresh_python(tmp_path):
+    """best.keras holds the course's own layer; loading it must not depend on what the caller imported before."""
+    import subprocess
+    import sys
+
+    from cxr_utils import models
+
+    keras.utils.set_random_seed(0)
+    models.efficient_cnn(32, standardize=True, width=0.25).save(tmp_path / train.BEST_MODEL_FILE)
+    code = ("import sys; from pathlib import Path; from cxr_utils import train; "
+            "m = train._load_best(Path(sys.argv[1])); print(type(m.get_layer('standardize')).__name__)")
+    out = subprocess.run([sys.executable, "-c", code, str(tmp_path)], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip().splitlines()[-1] == "PerImageStandardization"
+
+
+def test_candidate_summary_recomputes_the_committed_test_accuracy():
+    """tools/candidates.py: its test accuracy is the share of argmax hits in each committed predictions file."""
+    import importlib.util
+
+    repo = Path(__file__).resolve().parents[1]
+    spec = importlib.util.spec_from_file_location("candidates_tool", repo / "tools" / "candidates.py")
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    table = tool.summary(n_boot=50)
+    assert set(table.index) == {"improved", *train.CANDIDATES}
+    for name, row in table.iterrows():
+        folder = repo / "results" / ("improved" if name == "improved" else f"candidates/{name}")
+        df = pd.read_csv(folder / "predictions_test.csv")
+        hits = (df[[f"p_{c}" for c in CLASSES]].to_numpy().argmax(1) == df["label"].map(CLASSES.index)).mean()
+        assert row["test accuracy"].startswith(f"{hits:.3f} ["), (name, row["test accuracy"], hits)
