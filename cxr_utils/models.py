@@ -26,6 +26,7 @@ reproducible initial weights.
 
 from __future__ import annotations
 
+import math
 import time
 
 import keras
@@ -137,14 +138,22 @@ class PerImageStandardization(keras.layers.Layer):
         return {**super().get_config(), "epsilon": self.epsilon}
 
 
-def _conv_bn_relu(x, filters: int, kind: str, name: str, strides: int = 1, bn_momentum: float = 0.99):
-    """3x3 conv (plain or depthwise-separable) without bias, then batch norm, then ReLU."""
+GROUPS = 8
+"""Channel groups of ``efficient_cnn(norm="group")`` (fewer where a layer's filter count is not a multiple)."""
+
+
+def _conv_bn_relu(x, filters: int, kind: str, name: str, strides: int = 1, bn_momentum: float = 0.99,
+                  norm: str = "batch"):
+    """3x3 conv (plain or depthwise-separable) without bias, then batch (or group) norm, then ReLU."""
     if kind == "conv":
         x = keras.layers.Conv2D(filters, 3, strides=strides, padding="same", use_bias=False, name=f"{name}_conv")(x)
     else:
         x = keras.layers.SeparableConv2D(filters, 3, strides=strides, padding="same", use_bias=False,
                                          name=f"{name}_sepconv")(x)
-    x = keras.layers.BatchNormalization(momentum=bn_momentum, name=f"{name}_bn")(x)
+    if norm == "batch":
+        x = keras.layers.BatchNormalization(momentum=bn_momentum, name=f"{name}_bn")(x)
+    else:  # statistics of each image's own channel groups: the same in training and at test, no running averages
+        x = keras.layers.GroupNormalization(math.gcd(filters, GROUPS), name=f"{name}_gn")(x)
     return keras.layers.ReLU(name=f"{name}_relu")(x)
 
 
@@ -157,6 +166,7 @@ def efficient_cnn(
     standardize: bool = False,
     stem_stride: int = 1,
     bn_momentum: float = 0.99,
+    norm: str = "batch",
 ) -> keras.Model:
     """Build the course's small, CPU-friendly network (the backbone of the ``improved`` recipe).
 
@@ -190,6 +200,10 @@ def efficient_cnn(
             about what an 80 px one costs with stride 1, but the first filters see the finer pixels).
         bn_momentum: batch norm's running-average momentum (Keras' default 0.99 averages over about
             100 steps; 0.9 over about 10, so the test-time statistics keep up in short runs).
+        norm: ``"batch"`` (batch normalisation: batch statistics in training, running averages at
+            test) or ``"group"`` (group normalisation, :data:`GROUPS` channel groups: each image's own
+            statistics, computed the same way in training and at test, so nothing learned from the
+            training images' statistics can be out of step with a test image).
 
     Returns:
         An uncompiled ``keras.Model`` named ``efficient_cnn``: input ``(size, size, channels)`` in
@@ -199,6 +213,8 @@ def efficient_cnn(
     """
     _check_input(size, channels, 16)
     inputs = keras.Input((size, size, channels), name="image")
+    if norm not in ("batch", "group"):
+        raise ValueError(f"norm must be 'batch' or 'group', got {norm!r}")
     if stem_stride not in (1, 2):
         raise ValueError(f"stem_stride must be 1 or 2, got {stem_stride!r}")
     x = PerImageStandardization(name="standardize")(inputs) if standardize else inputs
@@ -208,7 +224,7 @@ def efficient_cnn(
         for i in range(1, n_convs + 1):
             stride = stem_stride if (s, i) == (1, 1) else 1
             x = _conv_bn_relu(x, _filters(base, width), kind, name=f"stage{s}_{i}", strides=stride,
-                              bn_momentum=bn_momentum)
+                              bn_momentum=bn_momentum, norm=norm)
         if s < len(stages):
             x = keras.layers.MaxPooling2D(2, name=f"stage{s}_pool")(x)
     x = keras.layers.GlobalAveragePooling2D(name="gap")(x)
