@@ -179,6 +179,22 @@ def test_stem_stride_2_halves_every_map_and_keeps_the_parameter_count():
         models.efficient_cnn(stem_stride=4)
 
 
+def test_group_norm_treats_each_image_alone_in_training_as_at_test(real_xrays):
+    """With norm="group" an image's output does not depend on the batch it is in, in training mode too."""
+    keras.utils.set_random_seed(0)
+    model = models.efficient_cnn(norm="group", dropout=0.0)
+    assert not any(isinstance(lay, keras.layers.BatchNormalization) for lay in model.layers)
+    alone = np.asarray(model(real_xrays[:1], training=True))
+    together = np.asarray(model(real_xrays, training=True))[:1]
+    np.testing.assert_allclose(alone, together, atol=1e-5)
+    np.testing.assert_allclose(np.asarray(model(real_xrays[:1], training=False)), alone, atol=1e-5)
+    keras.utils.set_random_seed(0)
+    batch = models.efficient_cnn(dropout=0.0)  # batch norm: training mode uses the batch's statistics
+    assert not np.allclose(batch(real_xrays[:1], training=True), batch(real_xrays, training=True)[:1], atol=1e-5)
+    with pytest.raises(ValueError, match="norm must be 'batch' or 'group', got 'layer'"):
+        models.efficient_cnn(norm="layer")
+
+
 def test_standardized_model_survives_save_and_load(tmp_path, real_xrays):
     keras.utils.set_random_seed(0)
     model = models.efficient_cnn(standardize=True, width=0.25)
