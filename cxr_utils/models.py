@@ -413,3 +413,24 @@ def training_throughput(
     for _ in range(steps):
         model.train_on_batch(x, y)
     return batch_size * steps / (time.perf_counter() - start)
+
+
+def recalibrate_batchnorm(model: keras.Model, images: np.ndarray, batch_size: int = 128) -> keras.Model:
+    """Return a copy of ``model`` whose batch-norm running means and variances are re-estimated on ``images``.
+
+    Layer by layer, in order: each batch-norm layer gets the per-channel mean and variance of its input
+    over ``images`` (float32 ``[N, H, W, C]`` in [0, 1]), computed with the layers before it already
+    re-estimated. No weight is trained; ``model`` itself is not changed. On unlabelled images of a new
+    set this is AdaBN (Li et al., 2016); on clean training images it undoes statistics that an
+    augmentation put out of step with clean inputs (lesson 06).
+    """
+    copy = keras.models.clone_model(model)
+    copy.set_weights(model.get_weights())
+    for layer in [lay for lay in copy.layers if isinstance(lay, keras.layers.BatchNormalization)]:
+        probe = keras.Model(copy.input, layer.input)
+        acts = np.concatenate([keras.ops.convert_to_numpy(probe(images[i:i + batch_size], training=False))
+                               for i in range(0, len(images), batch_size)])
+        axes = tuple(range(acts.ndim - 1))
+        layer.moving_mean.assign(acts.mean(axis=axes))
+        layer.moving_variance.assign(acts.var(axis=axes))
+    return copy

@@ -195,6 +195,20 @@ def test_group_norm_treats_each_image_alone_in_training_as_at_test(real_xrays):
         models.efficient_cnn(norm="layer")
 
 
+def test_recalibrate_batchnorm_sets_running_statistics_to_those_of_the_images(real_xrays):
+    keras.utils.set_random_seed(0)
+    model = models.efficient_cnn(width=0.25)
+    before = [w.copy() for w in model.get_weights()]
+    again = models.recalibrate_batchnorm(model, real_xrays, batch_size=1)
+    for a, b in zip(model.get_weights(), before, strict=True):
+        np.testing.assert_array_equal(a, b)  # the original model is untouched
+    first = again.get_layer("stage1_1_bn")
+    acts = np.asarray(keras.Model(again.input, first.input)(real_xrays))
+    np.testing.assert_allclose(first.moving_mean, acts.mean(axis=(0, 1, 2)), rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(first.moving_variance, acts.var(axis=(0, 1, 2)), rtol=1e-4, atol=1e-7)
+    assert not np.allclose(model.get_layer("stage1_1_bn").moving_variance, first.moving_variance)
+
+
 def test_standardized_model_survives_save_and_load(tmp_path, real_xrays):
     keras.utils.set_random_seed(0)
     model = models.efficient_cnn(standardize=True, width=0.25)
