@@ -289,5 +289,5 @@ def test_the_paper_policy_reads_a_96_pixel_cache_and_returns_80_pixel_images(dat
 
 
 def test_an_unknown_policy_name_is_refused_with_the_choices(data_dir):
-    with pytest.raises(ValueError, match="paper.*recommended"):
-        data.make_dataset("train", augment="strong")
+    with pytest.raises(ValueError, match="unknown augmentation policy .heavy.*paper.*recommended.*strong"):
+        data.make_dataset("train", augment="heavy")
