@@ -209,6 +209,14 @@ def test_recalibrate_batchnorm_sets_running_statistics_to_those_of_the_images(re
     assert not np.allclose(model.get_layer("stage1_1_bn").moving_variance, first.moving_variance)
 
 
+def test_bn_momentum_reaches_every_batch_norm_layer():
+    model = models.efficient_cnn(width=0.25, bn_momentum=0.9)
+    bns = [lay for lay in model.layers if isinstance(lay, keras.layers.BatchNormalization)]
+    assert len(bns) == 8 and all(lay.momentum == 0.9 for lay in bns)
+    assert all(lay.momentum == 0.99 for lay in models.efficient_cnn(width=0.25).layers
+               if isinstance(lay, keras.layers.BatchNormalization))
+
+
 def test_standardized_model_survives_save_and_load(tmp_path, real_xrays):
     keras.utils.set_random_seed(0)
     model = models.efficient_cnn(standardize=True, width=0.25)
