@@ -95,20 +95,25 @@ def affine_matrix(angle: tf.Tensor, zoom: tf.Tensor, shift_x: tf.Tensor, shift_y
     return tf.stack([a0, a1, a2, b0, b1, b2, zero, zero])
 
 
-def _recommended(image: tf.Tensor, seed: tf.Tensor, image_size: int) -> tf.Tensor:
-    """Small rotation, zoom and shift (reflected borders), moderate brightness and contrast; no flips."""
-    s = tf.random.experimental.stateless_split(seed, num=4)
+def _random_affine(image: tf.Tensor, seed: tf.Tensor, image_size: int, degrees: float, zoom: float,
+                   shift: float) -> tf.Tensor:
+    """Resize to ``image_size`` if needed, then rotate by up to ``degrees``, zoom by up to ``zoom`` (a
+    fraction) and shift by up to ``shift`` (a fraction of the side), uniformly; borders reflected."""
     if image.shape[0] != image_size or image.shape[1] != image_size:
         image = tf.image.resize(image, [image_size, image_size])
-    u = tf.random.stateless_uniform([4], seed=s[0], minval=-1.0, maxval=1.0)
-    angle = u[0] * (5.0 * math.pi / 180.0)
-    zoom = 1.0 + 0.10 * u[1]
-    shift = 0.05 * image_size * u[2:]
-    matrix = affine_matrix(angle, zoom, shift[0], shift[1], image_size)
-    x = tf.raw_ops.ImageProjectiveTransformV3(
+    u = tf.random.stateless_uniform([4], seed=seed, minval=-1.0, maxval=1.0)
+    matrix = affine_matrix(u[0] * (degrees * math.pi / 180.0), 1.0 + zoom * u[1],
+                           shift * image_size * u[2], shift * image_size * u[3], image_size)
+    return tf.raw_ops.ImageProjectiveTransformV3(
         images=image[None], transforms=matrix[None], output_shape=[image_size, image_size],
         fill_value=0.0, interpolation="BILINEAR", fill_mode="REFLECT",
     )[0]
+
+
+def _recommended(image: tf.Tensor, seed: tf.Tensor, image_size: int) -> tf.Tensor:
+    """Small rotation, zoom and shift (reflected borders), moderate brightness and contrast; no flips."""
+    s = tf.random.experimental.stateless_split(seed, num=4)
+    x = _random_affine(image, s[0], image_size, degrees=5.0, zoom=0.10, shift=0.05)
     x = tf.image.stateless_random_brightness(x, max_delta=0.05, seed=s[1])
     return tf.image.stateless_random_contrast(x, lower=0.85, upper=1.15, seed=s[2])
 
@@ -116,15 +121,7 @@ def _recommended(image: tf.Tensor, seed: tf.Tensor, image_size: int) -> tf.Tenso
 def _strong(image: tf.Tensor, seed: tf.Tensor, image_size: int) -> tf.Tensor:
     """Larger rotation (+-15 deg), zoom (+-20 %) and shift (+-10 %), then a random gamma in [0.7, 1.4]."""
     s = tf.random.experimental.stateless_split(seed, num=4)
-    if image.shape[0] != image_size or image.shape[1] != image_size:
-        image = tf.image.resize(image, [image_size, image_size])
-    u = tf.random.stateless_uniform([4], seed=s[0], minval=-1.0, maxval=1.0)
-    matrix = affine_matrix(u[0] * (15.0 * math.pi / 180.0), 1.0 + 0.20 * u[1],
-                           0.10 * image_size * u[2], 0.10 * image_size * u[3], image_size)
-    x = tf.raw_ops.ImageProjectiveTransformV3(
-        images=image[None], transforms=matrix[None], output_shape=[image_size, image_size],
-        fill_value=0.0, interpolation="BILINEAR", fill_mode="REFLECT",
-    )[0]
+    x = _random_affine(image, s[0], image_size, degrees=15.0, zoom=0.20, shift=0.10)
     # gamma = exp(U(log 0.7, log 1.4)): darkens or lightens the mid-greys, keeps black and white
     gamma = tf.exp(tf.random.stateless_uniform([], seed=s[1], minval=math.log(0.7), maxval=math.log(1.4)))
     return tf.pow(tf.clip_by_value(x, 0.0, 1.0), gamma)

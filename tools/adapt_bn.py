@@ -18,13 +18,15 @@ from pathlib import Path
 import numpy as np
 
 from cxr_utils import CLASSES, data, models, train
+from cxr_utils import evaluate as ev
 
 
-def evaluate(model, x: np.ndarray, y: np.ndarray) -> dict[str, float]:
-    """Accuracy and recall per class of ``model`` on images ``x`` (float32 [0, 1]) with integer labels ``y``."""
-    pred = model.predict(x, batch_size=128, verbose=0).argmax(axis=1)
-    return {"accuracy": float((pred == y).mean()),
-            **{f"recall {c}": float((pred[y == i] == i).mean()) for i, c in enumerate(CLASSES)}}
+def evaluate(model, size: int, channels: int) -> dict[str, float]:
+    """Accuracy and recall per class of ``model`` on the test split, from ``train.predict_split``."""
+    df = train.predict_split(model, "test", image_size=size, channels=channels)
+    cm = ev.confusion_matrix(ev.true_labels(df), ev.probabilities(df).argmax(axis=1))
+    return {"accuracy": float(np.trace(cm) / cm.sum()),
+            **{f"recall {c}": float(cm[i, i] / cm[i].sum()) for i, c in enumerate(CLASSES)}}
 
 
 def main() -> None:
@@ -33,15 +35,15 @@ def main() -> None:
     args = parser.parse_args()
     model, metrics, _ = train.load_run(args.run)
     size, channels = metrics["image_size"], model.input_shape[-1]
-    x_test, y_test = data.load_split("test", size, channels)
+    x_test, _ = data.load_split("test", size, channels)  # images only: AdaBN never sees a label
     x_train, _ = data.load_split("train", size, channels, subset=1500, seed=0)
     x_test, x_train = x_test.astype(np.float32) / 255.0, x_train.astype(np.float32) / 255.0
     rows = {"as trained": model,
             "running statistics from 1,500 training images": models.recalibrate_batchnorm(model, x_train),
             "running statistics from the test images (no labels)": models.recalibrate_batchnorm(model, x_test)}
-    print(f"{args.run}: test split, {len(y_test)} images")
+    print(f"{args.run}: test split, {len(x_test)} images")
     for name, m in rows.items():
-        scores = evaluate(m, x_test, y_test)
+        scores = evaluate(m, size, channels)
         print(f"  {name:<52} " + "  ".join(f"{k} {v:.3f}" for k, v in scores.items()))
 
 
