@@ -158,7 +158,7 @@ def test_a_different_configuration_in_the_same_folder_is_refused(tiny_run):
         train.train_recipe("improved", "tiny", epochs=5, subset=SUBSET, verbose=0)
 
 
-def test_interrupted_run_is_not_complete_and_the_next_call_resumes_it(runs_dir, capsys):
+def test_interrupted_run_is_not_complete_and_the_next_call_resumes_it(runs_dir, tiny_run, capsys):
     with pytest.raises(KeyboardInterrupt):
         train.train_recipe("improved", "interrupted", epochs=4, subset=SUBSET, extra_callbacks=[StopAfter(1)])
     folder = runs_dir / "interrupted"
@@ -181,6 +181,14 @@ def test_interrupted_run_is_not_complete_and_the_next_call_resumes_it(runs_dir, 
     sched = train.make_schedule(config, steps)
     expected = schedules.lr_at_steps(sched, [2 * steps])[0]  # the rate the optimizer reports after epoch 2
     assert history["learning_rate"].iloc[1] == pytest.approx(expected, rel=1e-4)
+    # and it is the run an uninterrupted call makes (same settings as tiny_run): same shuffles, augmentations
+    # and dropout masks after the resume, so the same curves and the same predictions
+    whole = pd.read_csv(tiny_run / "history.csv")
+    curves = ["loss", "accuracy", "val_loss", "val_accuracy", "learning_rate"]
+    pd.testing.assert_frame_equal(history[curves], whole[curves])
+    probs = [f"p_{c}" for c in CLASSES]
+    pd.testing.assert_frame_equal(pd.read_csv(folder / "predictions_test.csv")[probs],
+                                  pd.read_csv(tiny_run / "predictions_test.csv")[probs])
 
 
 def test_restart_discards_an_interrupted_run_and_trains_from_the_first_epoch(runs_dir, capsys):
