@@ -28,8 +28,9 @@ augmentation, loss, class weights, optimiser and schedule, batch size, epochs.
 
 Calling :func:`train_recipe` again on a complete folder loads nothing and retrains nothing: it
 returns the folder. On an incomplete one (interrupted) it resumes from the last finished epoch (and
-ends with the same weights an uninterrupted run would have), or starts again with ``restart=True``. :func:`is_complete` tells the two apart; :func:`load_run` reloads
-a finished run; :func:`export_results` copies the small files that the repository commits.
+ends with the same weights an uninterrupted run would have), or starts again with ``restart=True``.
+:func:`is_complete` tells the two apart; :func:`load_run` reloads a finished run; :func:`export_results`
+copies the small files that the repository commits.
 """
 
 from __future__ import annotations
