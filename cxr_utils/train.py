@@ -638,7 +638,7 @@ def _same_config(a: dict, b: dict) -> bool:
 
 def default_run_name(config: dict[str, Any]) -> str:
     """``<recipe>`` for the recipe as defined, else ``<recipe>-<epochs>ep-<size>px[-n<subset>][-seed<s>]``."""
-    base = RECIPES[config["recipe"]]
+    base = {**RECIPES, **CANDIDATES}[config["recipe"]]
     if (config["epochs"], config["image_size"], config["subset"], config["seed"], config["batch_size"]) == \
             (base.epochs, base.image_size, None, 0, base.batch_size):
         return base.name

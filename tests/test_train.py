@@ -276,6 +276,13 @@ def test_a_run_with_a_standardising_model_reloads_in_a_fresh_python(tmp_path):
     assert out.stdout.strip().splitlines()[-1] == "PerImageStandardization"
 
 
+def test_default_run_names_of_recipes_and_candidates():
+    assert train.default_run_name(train.resolve_config("paper")) == "paper"
+    assert train.default_run_name(train.resolve_config("improved_gn")) == "improved_gn"
+    assert train.default_run_name(train.resolve_config("improved", epochs=2, subset=96, seed=1)) == \
+        "improved-2ep-80px-n96-seed1"
+
+
 def test_candidate_summary_recomputes_the_committed_test_accuracy():
     """tools/candidates.py: its test accuracy is the share of argmax hits in each committed predictions file."""
     import importlib.util
