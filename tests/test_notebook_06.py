@@ -40,7 +40,7 @@ def test_notebook_06_trains_both_recipes_into_complete_run_folders_in_smoke_mode
         assert f"--- {name}: history of" in text
     assert "epoch 1/1  loss" in text  # the compact one-line-per-epoch output
     assert "63,148,835 parameters" in text and "751,459 parameters" in text
-    assert "improved / paper: 1.19%" in text
+    assert "improved / paper: 1.18%" in text
     assert "validation tags ['epoch_accuracy', 'epoch_loss'" in text
     assert "max difference reloaded vs saved probabilities" in text
     figures = [o for c in nb.cells for o in c.get("outputs", []) if "image/png" in o.get("data", {})]

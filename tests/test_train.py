@@ -112,8 +112,9 @@ def test_the_paper_recipe_keeps_its_best_validation_accuracy_epoch_and_says_so()
 
 def test_saved_best_model_predicts_what_the_model_predicted_before_saving(curated_data_dir, tmp_path):
     keras.utils.set_random_seed(0)
-    model = train.build_model(train.resolve_config("improved", subset=SUBSET))
-    x, _ = cxr_data.load_split("val", 80, subset=32)
+    config = train.resolve_config("improved", subset=SUBSET)
+    model = train.build_model(config)
+    x, _ = cxr_data.load_split("val", config["image_size"], subset=32)
     x = x.astype(np.float32) / 255.0
     before = model.predict(x, verbose=0)
     cb = train._Callbacks.get("BestOnValidation")(tmp_path / "best.keras")
@@ -280,7 +281,7 @@ def test_default_run_names_of_recipes_and_candidates():
     assert train.default_run_name(train.resolve_config("paper")) == "paper"
     assert train.default_run_name(train.resolve_config("improved_gn")) == "improved_gn"
     assert train.default_run_name(train.resolve_config("improved", epochs=2, subset=96, seed=1)) == \
-        "improved-2ep-80px-n96-seed1"
+        "improved-2ep-128px-n96-seed1"
 
 
 def test_candidate_summary_recomputes_the_committed_test_accuracy():
@@ -292,9 +293,9 @@ def test_candidate_summary_recomputes_the_committed_test_accuracy():
     tool = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(tool)
     table = tool.summary(n_boot=50)
-    assert set(table.index) == {"improved", *train.CANDIDATES}
+    assert set(table.index) == {"improved_v1", *train.CANDIDATES}
     for name, row in table.iterrows():
-        folder = repo / "results" / ("improved" if name == "improved" else f"candidates/{name}")
+        folder = repo / "results" / ("improved_v1" if name == "improved_v1" else f"candidates/{name}")
         df = pd.read_csv(folder / "predictions_test.csv")
         hits = (df[[f"p_{c}" for c in CLASSES]].to_numpy().argmax(1) == df["label"].map(CLASSES.index)).mean()
         assert row["test accuracy"].startswith(f"{hits:.3f} ["), (name, row["test accuracy"], hits)

@@ -1,9 +1,9 @@
 #!/usr/bin/env python3
-"""Summarise the improved recipe and the candidates tried after it into results/candidates/summary.csv.
+"""Summarise the first improved recipe and the candidates tried after it into results/candidates/summary.csv.
 
     python tools/candidates.py            # rewrite results/candidates/summary.csv and print it
 
-Reads only committed files: ``results/improved/`` and ``results/candidates/<name>/`` (metrics.json,
+Reads only committed files: ``results/improved_v1/`` and ``results/candidates/<name>/`` (metrics.json,
 predictions_val.csv, predictions_test.csv). Every test figure comes with its 95 % bootstrap interval over
 patient groups (:func:`cxr_utils.evaluate.evaluate_predictions`, 2,000 replicates, seed 0).
 """
@@ -24,7 +24,7 @@ RESULTS = REPO / "results"
 
 def summary(n_boot: int = 2000, seed: int = 0) -> pd.DataFrame:
     """One row per run: validation accuracy, test accuracy, per-class test recall and macro AUC with intervals."""
-    folders = {"improved": RESULTS / "improved"}
+    folders = {"improved_v1": RESULTS / "improved_v1"}
     folders.update({p.name: p for p in sorted((RESULTS / "candidates").iterdir()) if (p / "metrics.json").exists()})
     rows = {}
     for name, folder in folders.items():
