@@ -1,0 +1,70 @@
+"""The README's Results table says what the committed results say.
+
+Every figure in the table (accuracy and per-class recall with their 95 % patient-bootstrap intervals
+and counts, parameters, seconds per epoch) is recomputed from ``results/<run>/`` and compared with
+the text, so the README cannot drift from the runs it describes.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from cxr_utils import CLASSES
+from cxr_utils import evaluate as ev
+
+REPO = Path(__file__).resolve().parents[1]
+COLUMNS = {"paper": 2, "improved": 3, "improved_v1": 4}  # run -> column of the table (0 is the row name)
+
+
+def _table(readme: Path = REPO / "README.md") -> dict[str, list[str]]:
+    text = readme.read_text(encoding="utf-8")
+    section = text.split("## Results", 1)[1].split("\n## ", 1)[0]
+    rows = [line for line in section.splitlines() if line.startswith("| ") and "---" not in line]
+    return {cells[0]: cells for cells in ([c.strip() for c in row.strip("|").split("|")] for row in rows)}
+
+
+@pytest.fixture(scope="module")
+def table() -> dict[str, list[str]]:
+    return _table()
+
+
+@pytest.mark.parametrize("run", sorted(COLUMNS))
+def test_accuracy_and_recalls_with_their_intervals_match_the_committed_predictions(table, run):
+    df = pd.read_csv(REPO / "results" / run / "predictions_test.csv")
+    report = ev.evaluate_predictions(df, n_boot=2000, seed=0)
+    col = COLUMNS[run]
+    acc = report.overall.loc["accuracy"]
+    assert table["test accuracy"][col] == ev.interval_text(acc["estimate"], acc["ci_low"], acc["ci_high"])
+    for c in CLASSES:
+        r = report.per_class.loc[(c, "recall")]
+        expected = f"{ev.interval_text(r['estimate'], r['ci_low'], r['ci_high'])} ({r['k']:.0f}/{r['n']:.0f})"
+        assert table[f"recall {c}"][col] == expected, (run, c)
+
+
+@pytest.mark.parametrize("run", sorted(COLUMNS))
+def test_parameters_and_seconds_per_epoch_match_the_committed_metrics(table, run):
+    metrics = json.loads((REPO / "results" / run / "metrics.json").read_text())
+    paper = json.loads((REPO / "results" / "paper" / "metrics.json").read_text())
+    params, seconds = table["parameters"][COLUMNS[run]], table["seconds per epoch"][COLUMNS[run]]
+    assert params.startswith(f"{metrics['params']:,}")
+    assert re.match(rf"{round(metrics['seconds_per_epoch'])}\b", seconds)
+    if run != "paper":
+        assert f"({metrics['params'] / paper['params']:.2%})".replace("%", " %") in params
+        assert f"{paper['seconds_per_epoch'] / metrics['seconds_per_epoch']:.1f}x faster" in seconds
+
+
+def test_a_changed_figure_in_the_readme_is_read_back_changed(tmp_path):
+    """The reader picks the right cell: change one run's accuracy in a copy and only that cell differs."""
+    readme, original = tmp_path / "README.md", _table()
+    cell = original["test accuracy"][COLUMNS["improved"]]
+    changed = cell.replace(cell[:5], f"{float(cell[:5]) + 0.1:.3f}", 1)
+    text = (REPO / "README.md").read_text(encoding="utf-8")
+    readme.write_text(text.replace(f"| {cell} |", f"| {changed} |", 1), encoding="utf-8")
+    again = _table(readme)
+    assert again["test accuracy"][COLUMNS["improved"]] == changed != cell
+    assert again["test accuracy"][COLUMNS["paper"]] == original["test accuracy"][COLUMNS["paper"]]
