@@ -7,7 +7,8 @@
   are resized straight to 80x80, so training sees a 1.2x zoomed field of view that test never sees.
 - ``"strong"``: the recommended geometry made larger (rotation +-15 degrees, zoom +-20 %, shift +-10 %)
   and a random gamma in [0.7, 1.4] instead of brightness and contrast (for networks that standardise
-  each image, which undoes any brightness or contrast change). Tried for ``improved``; not adopted.
+  each image, which undoes any brightness or contrast change). The augmentation of the ``improved``
+  recipe (chosen as ``results/candidates/README.md`` tells).
 - ``"recommended"``: what we suggest for chest X-rays: no flips (anatomy is lateralised: the heart
   is on the left, and an upside-down chest never occurs), a small rotation (+-5 degrees), zoom
   (+-10 %) and shift (+-5 %), moderate brightness (+-0.05) and contrast (factor 0.85-1.15). It reads
@@ -162,7 +163,8 @@ def augment_dataset(ds: tf.data.Dataset, policy: str | Policy, image_size: int, 
     """Augment a dataset of single ``(uint8 image [H, W, C], label)`` pairs; returns float32 images in [0, 1].
 
     Each image gets its own seed pair from ``tf.data.Dataset.random(seed)``, drawn anew each epoch
-    (``rerandomize_each_iteration``), so epochs differ but a run repeats exactly with the same seed.
+    (``rerandomize_each_iteration``), so epochs differ but a run repeats exactly with the same seed and
+    the same TensorFlow global seed (``train_recipe`` sets both from the run's seed).
     """
     policy = get_policy(policy)
     seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).batch(2, drop_remainder=True)
@@ -176,7 +178,9 @@ def augment_dataset(ds: tf.data.Dataset, policy: str | Policy, image_size: int, 
 def augment_images(images: np.ndarray, policy: str | Policy, image_size: int = 80, seed: int = 0) -> np.ndarray:
     """Augment a ``uint8`` array ``[N, H, W, C]`` (at the policy's input size) as the training pipeline would.
 
-    Returns float32 ``[N, image_size, image_size, C]`` in [0, 1]; the same ``seed`` gives the same result.
+    Returns float32 ``[N, image_size, image_size, C]`` in [0, 1]. The same ``seed`` gives the same result
+    under the same TensorFlow global seed (``keras.utils.set_random_seed``, which ``train_recipe`` and the
+    lessons call first): ``tf.data.Dataset.random`` combines the two.
     """
     ds = tf.data.Dataset.from_tensor_slices((images, np.zeros(len(images), np.int32)))
     ds = augment_dataset(ds, policy, image_size, seed).batch(max(1, len(images)))

@@ -196,11 +196,11 @@ _CANDIDATE_NOTE = (
 CANDIDATES: dict[str, Recipe] = {
     "improved_std80": replace(
         RECIPES["improved_v1"], name="improved_std80", epochs=8, model_kwargs={"standardize": True},
-        description="improved, with per-image standardisation at the input, 8 epochs", notes=_CANDIDATE_NOTE),
+        description="improved_v1, with per-image standardisation at the input, 8 epochs", notes=_CANDIDATE_NOTE),
     "improved_std128": replace(
         RECIPES["improved_v1"], name="improved_std128", epochs=8, image_size=128,
         model_kwargs={"standardize": True, "stem_stride": 2},
-        description="improved at 128 px with a stride-2 first conv and per-image standardisation, 8 epochs",
+        description="improved_v1 at 128 px with a stride-2 first conv and per-image standardisation, 8 epochs",
         notes=_CANDIDATE_NOTE),
     "improved_strong": replace(
         RECIPES["improved_v1"], name="improved_strong", epochs=10, image_size=128, augment="strong",
@@ -209,9 +209,10 @@ CANDIDATES: dict[str, Recipe] = {
                     "10 epochs", notes=_CANDIDATE_NOTE),
     "improved_gn": replace(
         RECIPES["improved_v1"], name="improved_gn", model_kwargs={"norm": "group"},
-        description="improved with group normalisation (8 groups) instead of batch normalisation",
-        notes="Adoption rule written before its run: replace improved if validation accuracy >= 0.978. It reached "
-              "0.974, so it was not adopted; its test figures were looked at as reported in results/candidates."),
+        description="improved_v1 with group normalisation (8 groups) instead of batch normalisation",
+        notes="Adoption rule written before its run: replace improved (now improved_v1) if validation accuracy "
+              ">= 0.978. It reached 0.974, so it was not adopted; its test figures were looked at as reported in "
+              "results/candidates."),
     "improved_gn128": replace(
         RECIPES["improved"], name="improved_gn128",
         description="improved_v1 with group normalisation, per-image standardisation, 128 px with a stride-2 first "
@@ -529,7 +530,7 @@ def _make_callback_classes() -> dict[str, type]:
         def on_epoch_end(self, epoch, logs=None):
             for cb in self.callbacks:
                 cb.on_epoch_end(epoch, logs)
-            self._seed_file(0).parent.mkdir(parents=True, exist_ok=True)
+            Path(self.backup.backup_dir).mkdir(parents=True, exist_ok=True)
             np.savez(self._seed_file(epoch + 1),
                      **{f"s{i}": keras.ops.convert_to_numpy(v) for i, v in enumerate(self._seed_states())})
             self.backup.on_epoch_end(epoch, logs)
