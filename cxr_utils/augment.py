@@ -37,6 +37,8 @@ from dataclasses import dataclass
 import numpy as np
 import tensorflow as tf
 
+from cxr_utils.preprocess import scale
+
 
 @dataclass(frozen=True)
 class Policy:
@@ -159,18 +161,21 @@ def get_policy(name: str | Policy) -> Policy:
         raise ValueError(f"unknown augmentation policy {name!r}; choose one of {sorted(POLICIES)} or None") from None
 
 
-def augment_dataset(ds: tf.data.Dataset, policy: str | Policy, image_size: int, seed: int = 0) -> tf.data.Dataset:
+def augment_dataset(ds: tf.data.Dataset, policy: str | Policy, image_size: int, seed: int = 0,
+                    rerandomize: bool = True) -> tf.data.Dataset:
     """Augment a dataset of single ``(uint8 image [H, W, C], label)`` pairs; returns float32 images in [0, 1].
 
-    Each image gets its own seed pair from ``tf.data.Dataset.random(seed)``, drawn anew each epoch
-    (``rerandomize_each_iteration``), so epochs differ but a run repeats exactly with the same seed and
-    the same TensorFlow global seed (``train_recipe`` sets both from the run's seed).
+    Pixels become [0, 1] through :func:`cxr_utils.preprocess.scale`, as every model input does. Each image
+    gets its own seed pair from ``tf.data.Dataset.random(seed)``: drawn anew on every pass with
+    ``rerandomize`` (a multi-epoch ``fit`` sees new augmentations each epoch), the same on every pass
+    without it (a training run builds one pipeline per epoch, seeded by the epoch). Either way a run
+    repeats exactly with the same seed and the same TensorFlow global seed (``train_recipe`` sets both).
     """
     policy = get_policy(policy)
-    seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).batch(2, drop_remainder=True)
+    seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=rerandomize).batch(2, drop_remainder=True)
 
     def _one(xy, s):
-        return policy.apply(tf.image.convert_image_dtype(xy[0], tf.float32), s, image_size), xy[1]
+        return policy.apply(scale(xy[0]), s, image_size), xy[1]
 
     return tf.data.Dataset.zip(ds, seeds).map(_one, num_parallel_calls=tf.data.AUTOTUNE)
 

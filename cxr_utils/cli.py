@@ -1,23 +1,36 @@
 """The ``cxr-data`` command: put the four sources in place, then build the manifest.
 
     cxr-data fetch [--mirror DIR] [--source KEY ...] [--quiet]
-    cxr-data curate [--force]
+    cxr-data curate [--force] [--quiet]
 
 Also runnable as ``python -m cxr_utils.cli ...``. Everything is written under ``CXR_DATA_DIR``
-(:mod:`cxr_utils.paths`). Exit codes: 0 done (warnings allowed), 1 a source is not usable (the last
-line says which and the command that fixes it), 2 a usage error (bad option, missing mirror folder).
-User errors print one line on stderr, never a traceback.
+(:mod:`cxr_utils.paths`). Every failure ends in one line on stderr, ``cxr-data: error: ...``, that
+says what is wrong and what fixes it, never a traceback. Exit codes:
+
+===  ==========================================================================================
+0    done (warnings allowed)
+1    the data is not usable as it is: a source missing or incomplete, a metadata file that cannot
+     be read, a curation that would change the split written before, a folder that cannot be written
+2    a usage error: a bad option, a mirror folder that does not exist
+130  interrupted (Ctrl-C); nothing half-written is left behind, and running the command again finishes
+===  ==========================================================================================
 """
 
 from __future__ import annotations
 
 import argparse
+import errno
 import sys
 from collections.abc import Sequence
 
-from cxr_utils import paths, sources
+from cxr_utils import fetch, paths, sources
+from cxr_utils.curation import CurationChangedError, curate
+from cxr_utils.metadata import MetadataError
 
-EXIT_OK, EXIT_PROBLEM, EXIT_USAGE = 0, 1, 2
+EXIT_OK, EXIT_PROBLEM, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+_FILE_ERRORS = {errno.EACCES, errno.EPERM, errno.EEXIST, errno.ENOTDIR, errno.EISDIR, errno.ENOSPC, errno.EROFS,
+                errno.EDQUOT}
+"""What an unwritable data folder raises: no permission, a file where a folder should be, a full or read-only disk."""
 
 
 def _fail(message: str, code: int) -> int:
@@ -31,8 +44,8 @@ def cmd_fetch(args: argparse.Namespace) -> int:
     where = f"mirror {mirror}" if mirror else "GitHub and Kaggle"
     print(f"Fetching {', '.join(args.source or sources.SOURCES)} from {where} into {paths.raw_dir()}", flush=True)
     try:
-        report = sources.fetch(args.source, mirror=args.mirror, progress=not args.quiet, workers=args.workers)
-    except sources.MirrorError as exc:
+        report = fetch.fetch(args.source, mirror=args.mirror, progress=not args.quiet, workers=args.workers)
+    except fetch.MirrorError as exc:
         return _fail(str(exc), EXIT_USAGE)
     print(report.summary())
     if report.report_path is not None and any(s.report_rows() for s in report.statuses):
@@ -43,13 +56,9 @@ def cmd_fetch(args: argparse.Namespace) -> int:
 def cmd_curate(args: argparse.Namespace) -> int:
     """Build ``curated/manifest.csv`` from the raw sources (:func:`cxr_utils.curation.curate`)."""
     try:
-        from cxr_utils.curation import curate  # imported here: fetch must work without the curation stack
-    except ModuleNotFoundError as exc:
-        if exc.name != "cxr_utils.curation":
-            raise
-        return _fail("this version of cxr_utils has no curation module yet (cxr_utils/curation.py).", EXIT_PROBLEM)
-
-    result = curate(root=None, force=args.force, progress=not args.quiet)
+        result = curate(root=None, force=args.force, progress=not args.quiet)
+    except CurationChangedError as exc:
+        return _fail(str(exc), EXIT_PROBLEM)
     print(result.summary())
     return EXIT_OK
 
@@ -90,11 +99,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         return args.func(args)
     except sources.MissingSourceError as exc:
         return _fail(str(exc), EXIT_PROBLEM)
-    except (sources.FetchError, sources.UnsafePathError) as exc:
+    except (fetch.FetchError, paths.UnsafePathError) as exc:
         return _fail(str(exc), EXIT_PROBLEM)
+    except MetadataError as exc:
+        return _fail(str(exc), EXIT_PROBLEM)
+    except OSError as exc:
+        if exc.errno not in _FILE_ERRORS:
+            raise
+        return _fail(f"cannot write '{exc.filename}' ({exc.strerror}). Make the data folder writable (and give it "
+                     f"room), or set CXR_DATA_DIR to another folder (now {paths.data_dir()}).", EXIT_PROBLEM)
     except KeyboardInterrupt:
-        return _fail("interrupted; files being written were left as .part and never count as data. "
-                     "Run the same command again to finish.", 130)
+        return _fail("interrupted; nothing half-written was left behind (files being written are only renamed "
+                     "into place when complete). Run the same command again to finish.", EXIT_INTERRUPTED)
 
 
 if __name__ == "__main__":

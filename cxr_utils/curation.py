@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import re
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
@@ -31,7 +30,7 @@ import pandas as pd
 from PIL import Image
 from tqdm.auto import tqdm
 
-from cxr_utils import CLASSES, paths
+from cxr_utils import CLASSES, atomic, paths
 from cxr_utils.images import ImageError, image_info, read_image
 from cxr_utils.metadata import all_records
 from cxr_utils.sources import SOURCES
@@ -201,10 +200,8 @@ def image_features(rel_paths: Iterable[str], root: Path, progress: bool = True) 
         rows[rel] = {**{"format": "", "mode": "", "width": 0, "height": 0}, **meta, "phash": code, "thumb": thumb}
     if fresh:
         keep = {k: v for k, v in cache.items() if k[0] in rows}
-        cache_file.parent.mkdir(parents=True, exist_ok=True)
-        tmp = cache_file.with_suffix(".tmp")
-        pd.to_pickle(keep, tmp)
-        os.replace(tmp, cache_file)
+        with atomic.replacing(cache_file) as tmp:
+            pd.to_pickle(keep, tmp)
     return pd.DataFrame.from_dict(rows, orient="index")
 
 
@@ -400,13 +397,6 @@ def _dedupe(df: pd.DataFrame, pairs: pd.DataFrame) -> tuple[pd.Series, pd.Series
     return fate, detail, pairs
 
 
-def _write_csv(table: pd.DataFrame, path: Path) -> None:
-    """Write ``table`` atomically (temp file, then rename), so a failure never leaves half a file."""
-    tmp = path.with_name(path.name + ".tmp")
-    table.to_csv(tmp, index=False, lineterminator="\n")
-    os.replace(tmp, path)
-
-
 def curate(
     root: Path | None = None,
     force: bool = False,
@@ -433,6 +423,7 @@ def curate(
     """
     root = Path(root) if root else paths.data_dir()
     config = config or CurationConfig()
+    paths.curated_dir(root).mkdir(parents=True, exist_ok=True)  # an unwritable folder fails now, not after the work
     df = apply_metadata_rules(all_records(root, keys=sources), config)
     df["detail"] = ""
     df.loc[df["fate"] == "unsafe_name", "detail"] = df["problem"]
@@ -506,17 +497,16 @@ def _write_outputs(result: CurationResult, root: Path, force: bool) -> str:
                 "manifest.csv.bak) and retrain."
             )
         if status == "written" and target.exists():
-            os.replace(target, target.with_name("manifest.csv.bak"))
+            atomic.write_bytes(target.with_name("manifest.csv.bak"), target.read_bytes())
             status = "replaced (previous manifest kept as manifest.csv.bak)"
-    _write_csv(result.report, out / "curation_report.csv")
-    _write_csv(result.duplicates, out / "duplicates.csv")
+    # Every file atomically, the manifest last: an interrupted curation leaves the old manifest in place.
+    atomic.write_csv(out / "curation_report.csv", result.report)
+    atomic.write_csv(out / "duplicates.csv", result.duplicates)
     settings = {"config": asdict(result.config), "sources": {k: s.github_commit or s.kaggle_handle
                                                              for k, s in SOURCES.items()}}
-    (out / "curation_config.json").write_text(json.dumps(settings, indent=2) + "\n")
+    atomic.write_json(out / "curation_config.json", settings)
     if not status.startswith("unchanged"):
-        tmp = target.with_name("manifest.csv.tmp")
-        tmp.write_text(new_text)
-        os.replace(tmp, target)
+        atomic.write_text(target, new_text)
     return status
 
 

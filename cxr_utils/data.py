@@ -26,18 +26,14 @@ import hashlib
 import json
 import os
 import warnings
-from collections.abc import Sequence
-from concurrent.futures import ProcessPoolExecutor
-from multiprocessing import get_context
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
-from tqdm import tqdm
 
-from cxr_utils import CLASSES, paths
-from cxr_utils.images import ImageError, read_image
+from cxr_utils import CLASSES, atomic, label_indices, paths, preprocess
+from cxr_utils.images import ImageError
 
 if TYPE_CHECKING:  # pragma: no cover
     import tensorflow as tf
@@ -51,7 +47,6 @@ SPLITS: tuple[str, ...] = ("train", "val", "test")
 CACHE_VERSION = 1
 """Bumped whenever the cache layout or the decoding changes, so old cache files are not read."""
 
-_CHUNK = 64  # images per task when decoding in parallel
 _MEMORY: dict[tuple, np.ndarray] = {}  # in-process copy of the last cache read
 
 
@@ -121,10 +116,12 @@ def _as_manifest(manifest: pd.DataFrame | str | os.PathLike[str] | None) -> pd.D
     return load_manifest(manifest)
 
 
-def label_indices(labels: Sequence[str] | pd.Series) -> np.ndarray:
-    """Map class names to indices into :data:`cxr_utils.CLASSES` (COVID-19 0, Normal 1, Pneumonia 2)."""
-    index = {name: i for i, name in enumerate(CLASSES)}
-    return np.array([index[str(v)] for v in labels], dtype=np.int64)
+def manifest_sha256(manifest: pd.DataFrame) -> str:
+    """Return the SHA-256 of the manifest's content (every column, row order included), as its CSV text.
+
+    A run records it (:func:`cxr_utils.train.data_fingerprint`), so it can tell when the data changed.
+    """
+    return hashlib.sha256(manifest.to_csv(index=False, lineterminator="\n").encode("utf-8")).hexdigest()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -151,85 +148,14 @@ def cache_key(manifest: pd.DataFrame, image_size: int, channels: int, root: Path
     return h.hexdigest()
 
 
-def cache_path(
-    manifest: pd.DataFrame, image_size: int, channels: int, cache_root: Path | None = None, root: Path | None = None
-) -> Path:
-    """Return the cache file for this manifest, size and channels (it may not exist yet)."""
-    key = cache_key(manifest, image_size, channels, root)
-    return (cache_root or paths.cache_dir(root)) / f"images_{int(image_size)}px_{int(channels)}ch_{key[:16]}.npz"
-
-
-def _decode_many(files: list[str], image_size: int, channels: int) -> np.ndarray:
-    """Decode and resize ``files`` into one ``uint8`` array ``[len(files), H, W, C]`` (runs in a worker)."""
-    out = np.empty((len(files), image_size, image_size, channels), dtype=np.uint8)
-    for i, f in enumerate(files):
-        img = read_image(f, channels=channels, size=(image_size, image_size))
-        out[i] = img[..., None] if channels == 1 else img
-    return out
-
-
-def decode_images(
-    files: Sequence[str | os.PathLike[str]],
-    image_size: int,
-    channels: int = 3,
-    workers: int = 2,
-    progress: bool = True,
-) -> np.ndarray:
-    """Decode ``files`` with :func:`cxr_utils.images.read_image`, resized to ``image_size`` squared.
-
-    Args:
-        files: image files, any format.
-        image_size: output height and width in pixels.
-        channels: 1 (grey) or 3 (RGB, as the paper's script decoded).
-        workers: processes to decode with (1 decodes in this process). Small jobs use one.
-        progress: show a tqdm progress bar.
-
-    Returns:
-        ``uint8`` array ``[N, image_size, image_size, channels]`` in the order of ``files``.
-
-    Raises:
-        cxr_utils.images.ImageError: a file is missing or cannot be decoded (the message names it).
-    """
-    files = [str(f) for f in files]
-    chunks = [files[i : i + _CHUNK] for i in range(0, len(files), _CHUNK)]
-    out = np.empty((len(files), image_size, image_size, channels), dtype=np.uint8)
-    bar = tqdm(total=len(files), desc=f"decoding {image_size}x{image_size}x{channels}", unit="img",
-               disable=not progress, mininterval=1.0)
-    pos = 0
-    with bar:
-        if workers <= 1 or len(chunks) < 4:
-            results = (_decode_many(c, image_size, channels) for c in chunks)
-            for arr in results:
-                out[pos : pos + len(arr)] = arr
-                pos += len(arr)
-                bar.update(len(arr))
-        else:
-            # "spawn": the caller may already run TensorFlow threads, which fork() does not copy safely.
-            with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn")) as pool:
-                n = len(chunks)
-                for arr in pool.map(_decode_many, chunks, [image_size] * n, [channels] * n):
-                    out[pos : pos + len(arr)] = arr
-                    pos += len(arr)
-                    bar.update(len(arr))
-    return out
-
-
 def _digest(images: np.ndarray) -> str:
     return hashlib.sha256(np.ascontiguousarray(images).data).hexdigest()
 
 
 def _write_cache(path: Path, images: np.ndarray, meta: dict) -> None:
-    """Write ``images`` and ``meta`` to ``path`` atomically (temporary file in the same folder, then rename)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, "wb") as fh:
-            np.savez(fh, images=images, meta=np.array(json.dumps(meta)))
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    """Write ``images`` and ``meta`` to ``path`` atomically."""
+    with atomic.replacing(path) as tmp:
+        np.savez(tmp, images=images, meta=np.array(json.dumps(meta)))
 
 
 def _read_cache(path: Path, key: str, count: int, image_size: int, channels: int) -> np.ndarray:
@@ -299,7 +225,8 @@ def load_cache(
             warnings.warn(f"{exc}; rebuilding it.", stacklevel=2)
     if images is None:
         try:
-            images = decode_images([root / p for p in df["path"]], int(image_size), channels, workers, progress)
+            images = preprocess.read_many([root / p for p in df["path"]], int(image_size), channels,
+                                          workers=workers, progress=progress)
         except ImageError as exc:
             raise ImageError(exc.path, f"{exc.reason}. It is listed in the manifest: re-run `cxr-data fetch` "
                              "and `cxr-data curate`") from None
@@ -395,6 +322,11 @@ def load_split(
 # tf.data
 
 
+def epoch_seed(seed: int, epoch: int) -> int:
+    """The seed of a training run's epoch ``epoch`` (shuffle and augmentation), from ``seed`` and ``epoch`` alone."""
+    return int(np.random.SeedSequence([int(seed), int(epoch)]).generate_state(1, dtype=np.uint32)[0])
+
+
 def make_dataset(
     split: str,
     *,
@@ -408,6 +340,8 @@ def make_dataset(
     one_hot: bool = True,
     manifest: pd.DataFrame | str | os.PathLike[str] | None = None,
     drop_remainder: bool = False,
+    epoch: int | None = None,
+    class_weights: dict[int, float] | None = None,
 ) -> tf.data.Dataset:
     """Return the ``tf.data`` pipeline of one split: cached images, shuffle, augment, batch, prefetch.
 
@@ -419,16 +353,24 @@ def make_dataset(
         augment: a policy name from :data:`cxr_utils.augment.POLICIES` (``"paper"``, ``"recommended"``)
             or None. Only allowed for ``"train"``: validation and test images are never augmented.
             A policy may read larger images than it returns (the paper's resizes to 96, crops 80).
-        shuffle: reshuffle every epoch; default True for ``"train"`` only.
+        shuffle: shuffle the images; default True for ``"train"`` only.
         seed: seed of the shuffle, the subset and the augmentation: the same seed gives the same
-            batches, epoch after epoch (each epoch differs from the last).
+            batches.
+        epoch: None (lessons): every pass over the dataset reshuffles and re-augments, so a multi-epoch
+            ``fit`` sees each epoch differently. A number (training runs, which build one pipeline per
+            epoch): this epoch's shuffle and augmentation are a function of ``(seed, epoch)`` alone
+            (:func:`epoch_seed`) and repeat on every pass, which is what makes a resumed run exact.
+        class_weights: ``{class index: weight}``: each batch then carries a third element, every image's
+            weight (what Keras' ``fit(class_weight=...)`` computes; carried by the data, it works the same
+            under every ``tf.distribute`` strategy).
         subset: at most this many images, stratified by class (see :func:`load_split`).
         one_hot: labels as float32 one-hot ``[B, 3]`` (True) or int32 ``[B]``.
         manifest: a DataFrame, a manifest path, or None for the default manifest.
         drop_remainder: drop the last, smaller batch.
 
     Returns:
-        A dataset of ``(images, labels)``: float32 images in [0, 1] ``[B, H, W, C]`` and labels.
+        A dataset of ``(images, labels)`` (and ``weights`` with ``class_weights``): float32 images in [0, 1]
+        ``[B, H, W, C]``, labels, float32 weights ``[B]``.
 
     Raises:
         ValueError: ``augment`` given for a split other than ``"train"``, or an unknown policy.
@@ -449,16 +391,21 @@ def make_dataset(
     x, y = load_split(split, load_size, channels, manifest, subset, seed)
     shuffle = (split == "train") if shuffle is None else shuffle
     n_classes = len(CLASSES)
+    again = epoch is None  # reshuffle and re-augment on every pass
+    pipeline_seed = seed if again else epoch_seed(seed, epoch)
 
     ds = tf.data.Dataset.from_tensor_slices((x, y.astype(np.int32)))
     if shuffle:
-        ds = ds.shuffle(len(x), seed=seed, reshuffle_each_iteration=True)
+        ds = ds.shuffle(len(x), seed=pipeline_seed, reshuffle_each_iteration=again)
     if policy is not None:
-        ds = aug.augment_dataset(ds, policy, image_size, seed)  # per-image seeds, new in each epoch
+        ds = aug.augment_dataset(ds, policy, image_size, pipeline_seed, rerandomize=again)  # a seed per image
         ds = ds.batch(batch_size, drop_remainder=drop_remainder)
     else:
         ds = ds.batch(batch_size, drop_remainder=drop_remainder)
-        ds = ds.map(lambda a, b: (tf.cast(a, tf.float32) / 255.0, b), num_parallel_calls=tf.data.AUTOTUNE)
+        ds = ds.map(lambda a, b: (preprocess.scale(a), b), num_parallel_calls=tf.data.AUTOTUNE)
+    if class_weights is not None:
+        table = tf.constant([float(class_weights.get(k, 1.0)) for k in range(n_classes)], dtype=tf.float32)
+        ds = ds.map(lambda a, b: (a, b, tf.gather(table, b)))
     if one_hot:
-        ds = ds.map(lambda a, b: (a, tf.one_hot(b, n_classes, dtype=tf.float32)))
+        ds = ds.map(lambda a, b, *w: (a, tf.one_hot(b, n_classes, dtype=tf.float32), *w))
     return ds.prefetch(tf.data.AUTOTUNE)

@@ -26,16 +26,13 @@ import keras
 import numpy as np
 import pandas as pd
 
-from cxr_utils import CLASSES
+from cxr_utils import CLASSES, paper
 
 Scheme = Literal["keras", "paper"]
 WeightScheme = Literal["paper", "balanced", "effective", "none"]
 
 PAPER_CLASS_WEIGHTS: dict[int, float] = {0: 10.0, 1: 3.0, 2: 1.0}
 """The script's ``class_weight``: COVID-19 10, Normal 3, Pneumonia 1 (keyed by class index)."""
-
-SCRIPT_LABEL_SMOOTHING = 0.12
-"""The script's ``CategoricalCrossentropy(label_smoothing=0.12)``."""
 
 
 def _one_hot(y: np.ndarray | Sequence, num_classes: int | None) -> np.ndarray:
@@ -95,7 +92,7 @@ def keras_equivalent_smoothing(eps: float, scheme: Scheme, num_classes: int = le
     raise ValueError(f"scheme must be 'keras' or 'paper', got {scheme!r}")
 
 
-def keras_loss(eps: float = SCRIPT_LABEL_SMOOTHING, scheme: Scheme = "keras") -> keras.losses.Loss:
+def keras_loss(eps: float = paper.LABEL_SMOOTHING, scheme: Scheme = "keras") -> keras.losses.Loss:
     """Return ``keras.losses.CategoricalCrossentropy`` whose targets are those of :func:`smoothed_targets`.
 
     ``scheme="keras"`` is the script's loss; ``scheme="paper"`` trains on formula (2)'s targets.

@@ -27,6 +27,11 @@ from cxr_utils import paths
 from cxr_utils.images import is_image_name
 from cxr_utils.sources import SOURCES, source_dir
 
+
+class MetadataError(ValueError):
+    """A source's metadata file cannot be read as that source writes it; the message names the file and the fix."""
+
+
 COLUMNS = [
     "source", "path", "present", "patient_id", "finding", "view", "modality",
     "age", "sex", "kaggle_split", "ref", "problem",
@@ -167,9 +172,19 @@ def records(key: str, root: Path | None = None) -> pd.DataFrame:
 
     Raises:
         MissingSourceError: the source has not been fetched (the message says how to fetch it).
+        MetadataError: its metadata file is malformed (a missing column, an unparsable CSV).
     """
     root = root or paths.data_dir()
-    table = _READERS[key](root)
+    try:
+        table = _READERS[key](root)
+    except (KeyError, pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeError) as exc:
+        src = SOURCES[key]
+        what = f"it lacks the column {exc.args[0]!r}" if isinstance(exc, KeyError) else str(exc).strip() or \
+            type(exc).__name__
+        raise MetadataError(
+            f"{src.folder}/{src.metadata_file} of source '{key}' cannot be read ({what}). It is not the file the "
+            f"source publishes: fetch it again with `cxr-data fetch --source {key}`."
+        ) from None
     table["source"] = key
     for col in COLUMNS:
         if col not in table:

@@ -95,7 +95,8 @@ def paper_dcnn(size: int = 80, channels: int = 3, width: float = 1.0) -> keras.M
     x = keras.layers.Dropout(0.5, name="dropout1")(x)
     x = keras.layers.Dense(2048, activation="elu", name="dense2")(x)
     x = keras.layers.Dropout(0.4, name="dropout2")(x)
-    outputs = keras.layers.Dense(len(CLASSES), activation="softmax", name="predictions")(x)
+    # float32 even under mixed precision: softmax and the loss need its range (cxr_utils.precision)
+    outputs = keras.layers.Dense(len(CLASSES), activation="softmax", name="predictions", dtype="float32")(x)
     return keras.Model(inputs, outputs, name="paper_dcnn")
 
 
@@ -229,7 +230,8 @@ def efficient_cnn(
             x = keras.layers.MaxPooling2D(2, name=f"stage{s}_pool")(x)
     x = keras.layers.GlobalAveragePooling2D(name="gap")(x)
     x = keras.layers.Dropout(dropout, name="dropout")(x)
-    outputs = keras.layers.Dense(len(CLASSES), activation="softmax", name="predictions")(x)
+    # float32 even under mixed precision: softmax and the loss need its range (cxr_utils.precision)
+    outputs = keras.layers.Dense(len(CLASSES), activation="softmax", name="predictions", dtype="float32")(x)
     return keras.Model(inputs, outputs, name="efficient_cnn")
 
 

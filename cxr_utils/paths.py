@@ -6,7 +6,9 @@ Everything that is downloaded or computed lives outside git, under two roots:
   upstream layout, ``curated/`` the manifest and curation reports, ``cache/`` decoded arrays.
 - ``CXR_RUNS_DIR`` (default: the repository's ``runs/``): training runs and executed notebooks.
 
-``CXR_DATA_MIRROR`` names a local copy of the upstream sources to read instead of the network.
+``CXR_DATA_MIRROR`` names a local copy of the upstream sources to read instead of the network, and
+``CXR_EXTERNAL_DIR`` the external collection lessons 07 and 08 test on (the COVID-19 Radiography
+Database images of ``shared/cxr-external``).
 """
 
 from __future__ import annotations
@@ -66,6 +68,11 @@ def mirror_dir(explicit: str | os.PathLike[str] | None = None) -> Path | None:
     if explicit:
         return Path(explicit).expanduser().resolve()
     return _env_path("CXR_DATA_MIRROR")
+
+
+def external_dir() -> Path | None:
+    """Return the external test collection (``$CXR_EXTERNAL_DIR``), or ``None`` when it is not set."""
+    return _env_path("CXR_EXTERNAL_DIR")
 
 
 class UnsafePathError(ValueError):

@@ -1,4 +1,8 @@
-"""Figures used by more than one lesson: image grids, the curation funnel, counts against the paper.
+"""The lessons' figures: image grids, the curation funnel, counts against the paper, and evaluation.
+
+The evaluation figures of lesson 07 draw :class:`cxr_utils.evaluate.Report` s and the tables of
+:mod:`cxr_utils.compare` and :mod:`cxr_utils.external`: confusion matrices, ROC curves, reliability
+diagrams, the paper-vs-ours forest plot and the in-source-vs-external bars.
 
 Every function draws on a Matplotlib figure it creates (or an ``ax`` you pass), labels its axes,
 and returns the figure or axes so a lesson can add to it. No figure is saved unless you ask.
@@ -6,13 +10,18 @@ and returns the figure or axes so a lesson can add to it. No figure is saved unl
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING
 
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
 from cxr_utils import CLASSES
+from cxr_utils.metrics import K, interval_text
+
+if TYPE_CHECKING:  # pragma: no cover
+    from cxr_utils.evaluate import Report
 
 CLASS_COLOURS = {"COVID-19": "#d62728", "Normal": "#2ca02c", "Pneumonia": "#1f77b4"}
 """One colour per class, used by every lesson's figures."""
@@ -126,3 +135,140 @@ def show_jpeg(fig: plt.Figure, quality: int = 80, dpi: int = 80) -> None:
     out = io.BytesIO()
     PILImage.open(buf).convert("RGB").save(out, format="JPEG", quality=quality, optimize=True)
     display(Image(data=out.getvalue(), format="jpeg"))
+
+
+
+# ---------------------------------------------------------------------------------------------
+# Evaluation (lesson 07)
+
+
+def plot_confusion_matrices(tables: Mapping[str, pd.DataFrame], suptitle: str | None = None) -> plt.Figure:
+    """Draw confusion matrices side by side: colour = row share, text = count and row percentage.
+
+    ``tables``: title -> counts (rows actual, columns predicted), e.g. ``{"paper (Table 5)": paper.CONFUSION}``.
+    """
+    fig, axes = plt.subplots(1, len(tables), figsize=(3.7 * len(tables), 3.6), squeeze=False)
+    for ax, (title, cm) in zip(axes[0], tables.items(), strict=True):
+        counts = cm.to_numpy()
+        share = counts / np.maximum(counts.sum(axis=1, keepdims=True), 1)
+        ax.imshow(share, cmap="Blues", vmin=0, vmax=1)
+        for i in range(counts.shape[0]):
+            for j in range(counts.shape[1]):
+                ax.text(j, i, f"{counts[i, j]:d}\n{share[i, j]:.1%}", ha="center", va="center", fontsize=9,
+                        color="white" if share[i, j] > 0.6 else "black")
+        ax.set_xticks(range(K), CLASSES, fontsize=8)
+        ax.set_yticks(range(K), CLASSES, fontsize=8)
+        ax.set_xlabel("predicted class")
+        ax.set_ylabel("actual class")
+        ax.set_title(f"{title}\n({int(counts.sum())} test images)", fontsize=10)
+    fig.suptitle(suptitle or "Confusion matrices: count and share of each actual class (row)")
+    fig.tight_layout()
+    return fig
+
+
+def plot_roc_curves(reports: Mapping[str, Report]) -> plt.Figure:
+    """Draw the one-vs-rest ROC curve of each class, one panel per run, AUC [interval] in the legend."""
+    fig, axes = plt.subplots(1, len(reports), figsize=(4.2 * len(reports), 4), squeeze=False)
+    for ax, (name, rep) in zip(axes[0], reports.items(), strict=True):
+        for label, (fpr, tpr) in rep.roc.items():
+            r = rep.per_class.loc[(label, "AUC")]
+            ax.plot(fpr, tpr, color=CLASS_COLOURS[label], lw=1.6,
+                    label=f"{label}: AUC {interval_text(r['estimate'], r['ci_low'], r['ci_high'])}")
+        ax.plot([0, 1], [0, 1], color="grey", lw=0.8, ls="--")
+        ax.set_xlabel("false positive rate (1 - specificity)")
+        ax.set_ylabel("true positive rate (sensitivity)")
+        ax.set_title(f"{name}: one-vs-rest ROC, test split")
+        ax.legend(loc="lower right", fontsize=8)
+        ax.set_aspect("equal")
+    fig.tight_layout()
+    return fig
+
+
+def plot_reliability(reports: Mapping[str, Report]) -> plt.Figure:
+    """Draw each run's reliability diagram (accuracy vs confidence per bin) above a histogram of confidences."""
+    fig, axes = plt.subplots(2, len(reports), figsize=(4.2 * len(reports), 5.2), squeeze=False,
+                             gridspec_kw={"height_ratios": [3, 1]}, sharex=True)
+    for col, (name, rep) in enumerate(reports.items()):
+        cal = rep.calibration
+        width = cal["bin_high"] - cal["bin_low"]
+        ax = axes[0, col]
+        ax.bar(cal["bin_low"], cal["accuracy"].fillna(0), width=width, align="edge", color="#9ecae1",
+               edgecolor="#3182bd", label="accuracy in bin")
+        ax.plot(cal["confidence"], cal["accuracy"], "o", color="#08519c", ms=4, label="(mean confidence, accuracy)")
+        ax.plot([0, 1], [0, 1], color="grey", ls="--", lw=0.8, label="perfect calibration")
+        e = rep.overall.loc["expected calibration error"]
+        ax.set_title(f"{name}: ECE {interval_text(e['estimate'], e['ci_low'], e['ci_high'])}", fontsize=10)
+        ax.set_ylabel("accuracy")
+        ax.set_xlim(0, 1)
+        ax.set_ylim(0, 1)
+        ax.legend(loc="upper left", fontsize=7)
+        axes[1, col].bar(cal["bin_low"], cal["images"], width=width, align="edge", color="#bdbdbd", edgecolor="grey")
+        axes[1, col].set_xlabel("confidence (highest predicted probability)")
+        axes[1, col].set_ylabel("images")
+    fig.tight_layout()
+    return fig
+
+
+def plot_comparison(
+    table: pd.DataFrame, names: Sequence[str], figures: Sequence[tuple[str, str]],
+    labels: Mapping[str, str] | None = None,
+) -> plt.Figure:
+    """Forest plot: per ``(group, figure)`` row of :func:`compare_with_paper`, the paper and each run with intervals.
+
+    ``labels`` maps a run name to its legend text (default: the name).
+    """
+    labels = dict(labels or {})
+    series = [("published (Zhong 2020)", "published", "#7f7f7f")]
+    palette = ["#d62728", "#1f77b4", "#2ca02c", "#9467bd"]
+    series += [(labels.get(n, n), n, palette[i % len(palette)]) for i, n in enumerate(names)]
+    fig, ax = plt.subplots(figsize=(7.5, 0.5 * len(figures) + 1.5))
+    offsets = np.linspace(-0.25, 0.25, len(series)) if len(series) > 1 else [0.0]
+    for i, key in enumerate(figures):
+        if key not in table.index:
+            continue
+        row = table.loc[key]
+        for s, (label, col, colour) in enumerate(series):
+            v = row.get(col, np.nan)
+            if not np.isfinite(v):
+                continue
+            lo, hi = row.get(f"{col}_low", np.nan), row.get(f"{col}_high", np.nan)
+            err = [[max(v - lo, 0)], [max(hi - v, 0)]] if np.isfinite(lo) and np.isfinite(hi) else None
+            ax.errorbar(v, i + offsets[s], xerr=err, fmt="o", color=colour, ms=4, capsize=2,
+                        label=label if i == 0 else None)
+    ax.set_yticks(range(len(figures)), [f[1] if f[0] == "overall" else f"{f[0]}: {f[1]}" for f in figures],
+                  fontsize=8)
+    ax.invert_yaxis()
+    ax.set_xlabel("value (dot) with its 95 % interval (bar)")
+    ax.set_title("The paper's figures and ours, with intervals")
+    ax.grid(axis="x", alpha=0.3)
+    ax.legend(loc="upper center", bbox_to_anchor=(0.4, -0.1), ncol=len(series), fontsize=8, frameon=False)
+    fig.tight_layout()
+    return fig
+
+
+def plot_external(summaries: Mapping[str, pd.DataFrame]) -> plt.Figure:
+    """Bar charts of :func:`external_summary`, one panel per run: each figure on the test split and externally.
+
+    Bars show the estimate with its 95 % Wilson interval; the foot of each bar gives k/n.
+    """
+    fig, axes = plt.subplots(1, len(summaries), figsize=(6.2 * len(summaries), 3.4), squeeze=False, sharey=True)
+    for ax, (name, summary) in zip(axes[0], summaries.items(), strict=True):
+        figures = list(dict.fromkeys(summary.index.get_level_values("figure")))
+        x = np.arange(len(figures))
+        for s, (set_name, colour) in enumerate((("test", "#55a868"), ("external", "#c44e52"))):
+            vals = [summary.loc[(f, set_name)] for f in figures]
+            est = np.array([v["estimate"] for v in vals])
+            err = np.array([[v["estimate"] - v["wilson_low"], v["wilson_high"] - v["estimate"]] for v in vals]).T
+            err = np.maximum(err, 0)  # at k = n the clipped bound can sit a rounding error below the estimate
+            xs = x + (s - 0.5) * 0.38
+            ax.bar(xs, est, width=0.38, color=colour, yerr=err, capsize=3,
+                   label="in-source test split" if set_name == "test" else "external collection")
+            for xi, v in zip(xs, vals, strict=True):
+                ax.text(xi, 0.02, f"{int(v['k'])}/{int(v['n'])}", ha="center", va="bottom", fontsize=7, color="white")
+        ax.set_xticks(x, [f.replace(" for ", "\nfor ") for f in figures], fontsize=8)
+        ax.set_ylim(0, 1.05)
+        ax.set_ylabel("share of images (95 % Wilson interval)")
+        ax.set_title(f"{name}: in-source test split vs external collection", fontsize=10)
+        ax.legend(fontsize=8, loc="upper right")
+    fig.tight_layout()
+    return fig

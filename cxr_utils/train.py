@@ -3,36 +3,24 @@
 A *recipe* (:data:`RECIPES`) is everything that decides a training run: network, input size,
 augmentation, loss, class weights, optimiser and schedule, batch size, epochs.
 
-- ``"paper"`` is the author's script as it was (``shared/paper/NOTES.md``): :func:`cxr_utils.models.paper_dcnn`
-  at 80x80x3, the script's augmentation, label smoothing 0.12, Adam with the script's step schedule
-  (4e-4, 2e-4 from epoch 3, 1e-4 from epoch 6), class weights {10, 3, 1}, batch 32, 12 epochs. One
-  deliberate change: the script passed the **test** set as ``validation_data`` and so watched it while
-  training; we validate on our own ``val`` split and keep test for one look at the end.
+- ``"paper"`` is the author's script as it was (``shared/paper/NOTES.md``), with one deliberate change:
+  the script passed the **test** set as ``validation_data`` and so watched it while training; we
+  validate on our own ``val`` split and look at test once, at the end.
 - ``"improved"`` is the course's recipe: the small :func:`cxr_utils.models.efficient_cnn` with group
   normalisation and per-image standardisation at 128 px, the ``"strong"`` augmentation, balanced class
-  weights and a warm-up cosine schedule. It replaced ``"improved_v1"`` (the same network with batch
-  normalisation at 80 px and the ``"recommended"`` augmentation) under a rule written before its run,
-  decided on validation (``results/candidates/README.md``).
+  weights and a warm-up cosine schedule.
 
-:func:`train_recipe` trains one and writes ``runs/<name>/``:
+How the recipes came to be (the candidates tried, the rules written before their runs, every look at
+test) is the history of ``results/``; ``results/README.md`` indexes it.
 
-==========================  ====================================================================
-``config.json``             the resolved recipe and options (written first)
-``environment.json``        Python, TensorFlow, Keras, NumPy versions, platform, CPU count (no host name)
-``history.csv``             one row per finished epoch: losses, accuracies, learning rate after its last batch, seconds
-``tensorboard/``            TensorBoard event files (``tensorboard --logdir runs/<name>/tensorboard``)
-``best.keras``              the model of the epoch with the lowest **validation** loss
-``predictions_val.csv``     ``path,label,split_group,p_COVID-19,p_Normal,p_Pneumonia`` from ``best.keras``
-``predictions_test.csv``    the same on test, computed once, after training
-``metrics.json``            written **last** and atomically: its presence marks the run complete
-``backup/``                 Keras ``BackupAndRestore`` state while training (removed when complete)
-==========================  ====================================================================
-
-Calling :func:`train_recipe` again on a complete folder loads nothing and retrains nothing: it
-returns the folder. On an incomplete one (interrupted) it resumes from the last finished epoch (and
-ends with the same weights an uninterrupted run would have), or starts again with ``restart=True``.
-:func:`is_complete` tells the two apart; :func:`load_run` reloads a finished run; :func:`export_results`
-copies the small files that the repository commits.
+:func:`train_recipe` trains one into ``runs/<name>/`` (the folder's files: :mod:`cxr_utils.runs`).
+It trains one epoch per call of Keras' ``fit``, and after each epoch it writes, in this order, the
+epoch's row of ``history.csv``, ``best.keras`` if the epoch is the best so far on validation, and a
+backup to resume from (:class:`Backup`). Each epoch's shuffle and augmentation are a function of the
+run's seed and the epoch number alone (:func:`cxr_utils.data.make_dataset`), so an interrupted run
+resumed from its backup ends with exactly the weights an uninterrupted run would have. TensorFlow's
+op determinism is on while a run trains, so the same config on the same data gives the same numbers
+on the same kind of machine, however loaded it is.
 """
 
 from __future__ import annotations
@@ -47,41 +35,22 @@ import subprocess
 import sys
 import time
 import warnings
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+import keras
 import numpy as np
 import pandas as pd
 
-from cxr_utils import CLASSES, paths
+from cxr_utils import CLASSES, atomic, label_indices, metrics, paths, predictions, preprocess, runs
 from cxr_utils import data as cxr_data
+from cxr_utils.runs import BACKUP_DIR, BEST_MODEL_FILE, CONFIG_FILE, ENVIRONMENT_FILE, HISTORY_FILE, METRICS_FILE
 
 SELECTION_MONITOR = "val_loss"
 """The default quantity that picks ``best.keras``: the loss on the **validation** split (lowest wins).
 A recipe may choose ``"val_accuracy"`` instead (highest wins); see :attr:`Recipe.monitor`."""
-
-
-def best_index(values, monitor: str) -> int:
-    """Index of the best value of ``monitor`` (lowest for a loss, highest otherwise; the first on ties)."""
-    values = np.asarray(values, dtype=np.float64)
-    return int(values.argmin() if monitor.endswith("loss") else values.argmax())
-
-
-def _improves(value: float, best: float | None, monitor: str) -> bool:
-    if best is None:
-        return True
-    return value < best if monitor.endswith("loss") else value > best
-
-PREDICTION_COLUMNS: tuple[str, ...] = ("path", "label", "split_group", *(f"p_{c}" for c in CLASSES))
-"""Columns of ``predictions_val.csv`` / ``predictions_test.csv`` (the contract with lesson 07)."""
-
-RESULT_FILES: tuple[str, ...] = ("metrics.json", "history.csv", "config.json", "environment.json",
-                                 "predictions_test.csv", "predictions_val.csv")
-"""The files of a run folder that :func:`export_results` copies (small; never the weights)."""
-
-METRICS_FILE = "metrics.json"
-BEST_MODEL_FILE = "best.keras"
 
 
 @dataclass(frozen=True)
@@ -89,21 +58,22 @@ class Recipe:
     """Everything that decides a training run (see :data:`RECIPES`).
 
     Attributes:
-        name: key in :data:`RECIPES`.
+        name: key in :data:`RECIPES` (or :data:`CANDIDATES`).
         description: one line.
         model: ``"paper_dcnn"`` or ``"efficient_cnn"`` (builders in :mod:`cxr_utils.models`).
-        model_kwargs: extra arguments of the builder (``width``, ``dropout`` ...).
+        model_kwargs: extra arguments of the builder (``norm``, ``standardize`` ...).
         image_size: side of the square input in pixels.
         channels: 3 (RGB as the script decoded) or 1.
         augment: policy name in :data:`cxr_utils.augment.POLICIES`, or None.
         label_smoothing: Keras' ``label_smoothing`` (``eps / N`` on every class).
         class_weights: scheme of :func:`cxr_utils.losses.class_weights` (``"paper"``, ``"balanced"`` ...).
-        schedule: ``"script"`` (:func:`cxr_utils.schedules.script_schedule`) or ``"warmup_cosine"``
-            (:class:`cxr_utils.schedules.WarmupCosineDecay`).
-        learning_rate: the peak rate of ``"warmup_cosine"`` (the script's schedule fixes its own rates).
+        schedule: ``"script"`` (:func:`cxr_utils.schedules.script_schedule`), ``"warmup_cosine"``
+            (:class:`cxr_utils.schedules.WarmupCosineDecay`) or ``"constant"``.
+        learning_rate: the peak rate of ``"warmup_cosine"``, the rate of ``"constant"`` (the script's
+            schedule fixes its own rates).
         warmup_epochs: warm-up of ``"warmup_cosine"``.
         weight_decay: AdamW's decoupled weight decay (0: plain Adam, as the script).
-        batch_size: images per batch.
+        batch_size: images per batch (the global batch, whatever the number of devices).
         epochs: training epochs.
         notes: where the recipe departs from its source, in words.
         monitor: the validation quantity that chooses ``best.keras`` (``"val_loss"`` lowest, or
@@ -146,9 +116,8 @@ RECIPES: dict[str, Recipe] = {
         notes="As the script, except the validation data: the script passed the test set as validation_data "
               "(it watched test while training); we validate on our val split and look at test once, at the end. "
               "The script kept its last epoch; we keep the epoch with the best val accuracy. Not val loss: this "
-              "network, trained on contrast-cut images, is confidently wrong on some full-contrast images, so its "
-              "val loss is lowest after epoch 1 (val accuracy 0.26, everything called Normal) and rises while its "
-              "val accuracy climbs to 0.87 (our first run).",
+              "network, trained on contrast-cut images, has its lowest val loss after an early epoch that calls "
+              "everything Normal (results/paper_selected_on_val_loss).",
         monitor="val_accuracy",
     ),
     "improved_v1": Recipe(
@@ -167,9 +136,7 @@ RECIPES: dict[str, Recipe] = {
         weight_decay=1e-4,
         batch_size=32,
         epochs=15,
-        notes="The course's first improved recipe, set from lessons 02-05 before any run (no test image involved). "
-              "Its one look at test missed the targets (0.810, Normal recall 0.431); it was replaced on 2026-11-26 "
-              "(results/candidates/README.md). Its results are in results/improved_v1/.",
+        notes="The course's first improved recipe, set from lessons 02-05 before any run; replaced by 'improved'.",
     ),
 }
 RECIPES["improved"] = replace(
@@ -178,21 +145,17 @@ RECIPES["improved"] = replace(
     description="efficient_cnn with group normalisation and per-image standardisation, 128x128x3 input with a "
                 "stride-2 first conv (0.75 M parameters), strong augmentation, smoothing 0.05, balanced class "
                 "weights, AdamW with a 1-epoch warm-up to 1e-3 then cosine decay, batch 32, 15 epochs",
-    notes="Replaced improved_v1 on 2026-11-26 under a rule written before its run (validation accuracy >= 0.978 "
-          "and at most 109 s per epoch; results/candidates/README.md). Its changes were chosen after improved_v1's "
-          "and four candidates' looks at test, so its test figures are not those of a test-blind choice.")
+    notes="improved_v1 with group normalisation, per-image standardisation, 128 px and the strong augmentation; "
+          "chosen after earlier looks at test (results/candidates/README.md), so its test figures are optimistic.")
 RECIPES["improved_paper_augment"] = replace(
     RECIPES["improved_v1"], name="improved_paper_augment", augment="paper", epochs=5,
-    description="ablation: the improved recipe (batch norm) trained with the paper's augmentation, 5 epochs",
+    description="ablation: improved_v1 (batch norm) trained with the paper's augmentation, 5 epochs",
     notes="Not a candidate: lesson 06 uses it to measure what the paper's contrast cut does to batch normalisation.")
 """The named recipes :func:`train_recipe` knows: ``paper`` and ``improved`` (lesson 06 trains both); ``improved_v1``,
-the course's first improved recipe, which ``improved`` replaced; ``improved_paper_augment``, ``improved_v1`` with the
-paper's augmentation (an ablation for lesson 06; its ``description`` predates the rename)."""
+the course's first improved recipe; ``improved_paper_augment``, ``improved_v1`` with the paper's augmentation (an
+ablation for lesson 06)."""
 
-_CANDIDATE_NOTE = (
-    "A variant of improved_v1 tried on 2026-11-26, after its one look at test had missed the course's targets. "
-    "Its test figures were looked at too (results/candidates/README.md); it was not adopted because its validation "
-    "accuracy is no better than improved_v1's, and choosing on test is what the course teaches not to do.")
+_CANDIDATE_NOTE = "A variant of improved_v1 tried after its look at test; see results/candidates/README.md."
 CANDIDATES: dict[str, Recipe] = {
     "improved_std80": replace(
         RECIPES["improved_v1"], name="improved_std80", epochs=8, model_kwargs={"standardize": True},
@@ -210,63 +173,30 @@ CANDIDATES: dict[str, Recipe] = {
     "improved_gn": replace(
         RECIPES["improved_v1"], name="improved_gn", model_kwargs={"norm": "group"},
         description="improved_v1 with group normalisation (8 groups) instead of batch normalisation",
-        notes="Adoption rule written before its run: replace improved (now improved_v1) if validation accuracy "
-              ">= 0.978. It reached 0.974, so it was not adopted; its test figures were looked at as reported in "
-              "results/candidates."),
+        notes=_CANDIDATE_NOTE),
     "improved_gn128": replace(
         RECIPES["improved"], name="improved_gn128",
         description="improved_v1 with group normalisation, per-image standardisation, 128 px with a stride-2 first "
                     "conv and the strong augmentation, 15 epochs",
-        notes="Adoption rule written before its run (results/candidates/README.md): replace improved_v1 if validation "
-              "accuracy >= 0.978 and at most 109 s per epoch. It reached 0.979 at 47 s per epoch and became the "
-              "improved recipe (the same settings, trained again under that name)."),
+        notes=_CANDIDATE_NOTE + " It met the rule written before its run and became 'improved'."),
 }
-"""Variants of ``improved_v1`` that were trained after its look at test (see ``results/candidates/``); the last,
-``improved_gn128``, met the rule written before its run and became ``improved``.
-:func:`train_recipe` and :func:`resolve_config` accept their names like those of :data:`RECIPES`."""
+"""Variants of ``improved_v1`` whose runs are in ``results/candidates/``; :func:`train_recipe` and
+:func:`resolve_config` accept their names like those of :data:`RECIPES`."""
 
 
-# ---------------------------------------------------------------------------------------------
-# Small file helpers
+EARLIER: dict[str, Recipe] = {
+    "paper_selected_on_val_loss": replace(
+        RECIPES["paper"], name="paper_selected_on_val_loss", monitor="val_loss",
+        description="the paper recipe as first run: its checkpoint chosen on the lowest validation loss",
+        notes="Kept to show why the paper recipe now selects on validation accuracy (lesson 06)."),
+}
+"""Recipes whose runs are in ``results/`` but that the course no longer trains; named so every committed run
+folder's ``config.json`` names a recipe :func:`resolve_config` knows."""
 
 
-def _write_atomic(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` through a temporary file in the same folder and a rename."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, "w", encoding="utf-8") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
-def _write_json(path: Path, obj: dict) -> None:
-    _write_atomic(path, json.dumps(obj, indent=2, sort_keys=False, default=_json_default) + "\n")
-
-
-def _json_default(value):
-    if isinstance(value, np.integer):
-        return int(value)
-    if isinstance(value, np.floating):
-        return float(value)
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    raise TypeError(f"cannot write {type(value).__name__} to JSON")
-
-
-def _write_csv(path: Path, df: pd.DataFrame) -> None:
-    _write_atomic(path, df.to_csv(index=False, float_format="%.6g", lineterminator="\n"))
-
-
-def _rel(path: Path) -> str:
-    """``path`` relative to the runs folder's parent (for messages: no absolute paths in notebooks)."""
-    for base in (paths.runs_dir().parent, paths.data_dir()):
-        with contextlib.suppress(ValueError):
-            return str(Path(path).resolve().relative_to(base.resolve()))
-    return Path(path).name
+def known_recipes() -> dict[str, Recipe]:
+    """Every recipe :func:`resolve_config` accepts by name: :data:`RECIPES`, :data:`CANDIDATES`, :data:`EARLIER`."""
+    return {**RECIPES, **CANDIDATES, **EARLIER}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -279,13 +209,16 @@ def resolve_config(recipe: str | Recipe, *, epochs: int | None = None, image_siz
 
     ``subset`` (when given) caps every split at that many images, stratified by class with ``seed``
     (:func:`cxr_utils.data.stratified_subset`); it is for quick runs, never for reference results.
+
+    Raises:
+        ValueError: an unknown recipe name (the message lists the known ones), ``epochs`` below 1, or a
+            recipe that would choose its checkpoint on anything but validation data.
     """
     if isinstance(recipe, str):
-        known = {**RECIPES, **CANDIDATES}
-        if recipe not in known:
+        if recipe not in known_recipes():
             raise ValueError(f"unknown recipe {recipe!r}; choose one of {sorted(RECIPES)} (or a candidate: "
                              f"{sorted(CANDIDATES)})")
-        recipe = known[recipe]
+        recipe = known_recipes()[recipe]
     if epochs is not None and int(epochs) < 1:
         raise ValueError(f"epochs must be at least 1, got {epochs!r}")
     r = replace(recipe, epochs=int(epochs or recipe.epochs), image_size=int(image_size or recipe.image_size),
@@ -302,9 +235,19 @@ def resolve_config(recipe: str | Recipe, *, epochs: int | None = None, image_siz
     return config
 
 
-def environment_info() -> dict[str, Any]:
-    """Versions and machine facts that produced a run; the host name is left out (committed files name no machine)."""
-    import keras
+def data_fingerprint(config: dict[str, Any], manifest: pd.DataFrame | None = None) -> dict[str, Any]:
+    """What a run trains on: the manifest's SHA-256 and the images per split (after ``subset``).
+
+    A run folder records it in its ``config.json``; training into a folder whose fingerprint differs is
+    refused, so a changed manifest never silently reuses or resumes a run of other data.
+    """
+    df = cxr_data.load_manifest() if manifest is None else manifest
+    counts = {s: int(len(split_rows(s, config["subset"], config["seed"], df))) for s in cxr_data.SPLITS}
+    return {"manifest_sha256": cxr_data.manifest_sha256(df), "images": counts}
+
+
+def environment_info(precision: str | None = None) -> dict[str, Any]:
+    """Versions and machine facts that produced a run; no host name (committed files name no machine)."""
     import tensorflow as tf
 
     import cxr_utils
@@ -332,6 +275,9 @@ def environment_info() -> dict[str, Any]:
         "cpu": cpu,
         "cpu_count": os.cpu_count(),
         "gpus": len(tf.config.list_physical_devices("GPU")),
+        "intra_op_threads": tf.config.threading.get_intra_op_parallelism_threads(),
+        "inter_op_threads": tf.config.threading.get_inter_op_parallelism_threads(),
+        **({"precision": precision} if precision else {}),
     }
 
 
@@ -339,12 +285,7 @@ def environment_info() -> dict[str, Any]:
 # Model, loss, optimiser
 
 
-def monitor_of(config: dict[str, Any]) -> str:
-    """The validation quantity that chooses ``best.keras`` in ``config`` (the first word of its ``selection``)."""
-    return config["selection"].split()[0]
-
-
-def build_model(config: dict[str, Any]):
+def build_model(config: dict[str, Any]) -> keras.Model:
     """Build the (uncompiled) network of ``config`` with :mod:`cxr_utils.models`."""
     from cxr_utils import models
 
@@ -355,7 +296,7 @@ def build_model(config: dict[str, Any]):
 
 
 def make_schedule(config: dict[str, Any], steps_per_epoch: int):
-    """Return the learning-rate schedule of ``config`` (:mod:`cxr_utils.schedules`)."""
+    """Return the learning-rate schedule of ``config`` (:mod:`cxr_utils.schedules`), or a constant rate."""
     from cxr_utils import schedules
 
     if config["schedule"] == "script":
@@ -369,10 +310,8 @@ def make_schedule(config: dict[str, Any], steps_per_epoch: int):
     raise ValueError(f"unknown schedule {config['schedule']!r}; use 'script', 'warmup_cosine' or 'constant'")
 
 
-def compile_model(model, config: dict[str, Any], steps_per_epoch: int) -> None:
+def compile_model(model: keras.Model, config: dict[str, Any], steps_per_epoch: int) -> None:
     """Compile ``model`` with the recipe's optimiser, schedule and (smoothed) cross-entropy; metric accuracy."""
-    import keras
-
     from cxr_utils import losses
 
     lr = make_schedule(config, steps_per_epoch)
@@ -383,185 +322,196 @@ def compile_model(model, config: dict[str, Any], steps_per_epoch: int) -> None:
     model.compile(optimizer=optimizer, loss=losses.keras_loss(config["label_smoothing"]), metrics=["accuracy"])
 
 
-# ---------------------------------------------------------------------------------------------
-# Callbacks
-
-
-class _Callbacks:
-    """Namespace for the Keras callbacks (built lazily so importing this module does not import Keras)."""
-
-    _made: dict[str, type] = {}
-
-    @classmethod
-    def get(cls, name: str) -> type:
-        if not cls._made:
-            cls._made = _make_callback_classes()
-        return cls._made[name]
-
-
-def _make_callback_classes() -> dict[str, type]:
-    import keras
-
-    class EpochLog(keras.callbacks.Callback):
-        """Write ``history.csv`` after every epoch (atomically) and print one compact line per epoch.
-
-        On a resumed run it keeps the rows of the epochs already done and drops any later ones
-        (an epoch whose state was not backed up is trained again).
-        """
-
-        def __init__(self, path: Path, epochs: int, verbose: int = 2, monitor: str = SELECTION_MONITOR):
-            super().__init__()
-            self.path, self.epochs, self.verbose, self.monitor = Path(path), epochs, verbose, monitor
-            self.rows: list[dict] = []
-            self._start = 0.0
-
-        def on_train_begin(self, logs=None):
-            start = int(getattr(self.model, "_initial_epoch", 0) or 0)
-            self.rows = []
-            if start and self.path.is_file():
-                old = pd.read_csv(self.path)
-                self.rows = old[old["epoch"] < start].to_dict("records")
-            _write_csv(self.path, pd.DataFrame(self.rows, columns=None if self.rows else ["epoch"]))
-            if self.verbose and start:
-                print(f"resuming after epoch {start} of {self.epochs} (state restored from backup/)", flush=True)
-
-        def on_epoch_begin(self, epoch, logs=None):
-            self._start = time.perf_counter()
-
-        def on_epoch_end(self, epoch, logs=None):
-            logs = dict(logs or {})
-            row = {"epoch": epoch}
-            for key in ("loss", "accuracy", "val_loss", "val_accuracy"):
-                if key in logs:
-                    row[key] = float(logs[key])
-            # the rate after the epoch's last update, i.e. the one the next epoch starts with
-            row["learning_rate"] = float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))
-            row["seconds"] = time.perf_counter() - self._start
-            self.rows.append(row)
-            _write_csv(self.path, pd.DataFrame(self.rows))
-            if self.verbose:
-                best = best_index([r[self.monitor] for r in self.rows], self.monitor) == len(self.rows) - 1
-                print(_epoch_line(row, self.epochs) + ("  *" if best else ""), flush=True)
-
-    class BestOnValidation(keras.callbacks.Callback):
-        """Save the model whenever the monitored **validation** metric improves (atomically, to ``best.keras``).
-
-        ``monitor`` must be a ``val_`` quantity: the validation data given to ``fit`` is the val split.
-        ``best`` and ``best_epoch`` start from the history already on disk when a run resumes.
-        """
-
-        def __init__(self, path: Path, monitor: str = SELECTION_MONITOR, history: Path | None = None):
-            super().__init__()
-            if not monitor.startswith("val_"):
-                raise ValueError(f"the best checkpoint must be chosen on validation data, got monitor={monitor!r}")
-            self.path, self.monitor, self.history = Path(path), monitor, history
-            self.best, self.best_epoch = None, None
-
-        def on_train_begin(self, logs=None):
-            start = int(getattr(self.model, "_initial_epoch", 0) or 0)
-            self.best, self.best_epoch = None, None
-            if start and self.history is not None and self.history.is_file() and self.path.is_file():
-                old = pd.read_csv(self.history)
-                old = old[old["epoch"] < start]
-                if len(old) and self.monitor in old:
-                    i = best_index(old[self.monitor], self.monitor)
-                    self.best, self.best_epoch = float(old[self.monitor].iloc[i]), int(old["epoch"].iloc[i])
-
-        def _plain(self):
-            """The weights in an uncompiled copy: saved without the optimizer (a third of the size)."""
-            if getattr(self, "_copy", None) is None:
-                self._copy = keras.models.clone_model(self.model)
-            self._copy.set_weights(self.model.get_weights())
-            return self._copy
-
-        def on_epoch_end(self, epoch, logs=None):
-            value = (logs or {}).get(self.monitor)
-            if value is None:
-                raise KeyError(f"'{self.monitor}' is missing from the epoch logs: fit() needs validation_data")
-            if _improves(float(value), self.best, self.monitor):
-                self.best, self.best_epoch = float(value), int(epoch)
-                tmp = self.path.with_name(f".tmp-{os.getpid()}-{self.path.name}")
-                try:
-                    self._plain().save(tmp)
-                    os.replace(tmp, self.path)
-                finally:
-                    tmp.unlink(missing_ok=True)
-
-    class RestoreFirst(keras.callbacks.Callback):
-        """Wrap the run's callbacks so ``BackupAndRestore`` restores before, and backs up after, all of them.
-
-        The others then see the restored initial epoch at train begin, and an epoch is only backed up
-        once its history row and best model are on disk.
-        """
-
-        def __init__(self, backup, callbacks):
-            super().__init__()
-            self.backup, self.callbacks = backup, list(callbacks)
-
-        def set_model(self, model):
-            super().set_model(model)
-            for cb in (self.backup, *self.callbacks):
-                cb.set_model(model)
-
-        def set_params(self, params):
-            super().set_params(params)
-            for cb in (self.backup, *self.callbacks):
-                cb.set_params(params)
-
-        # Keras' backup holds the weights and the optimizer, not the states of the layers' random seed
-        # generators (dropout's masks). Keep those beside it, one file per epoch count, written before the
-        # backup that points to them, so a resumed run draws the masks an uninterrupted one would have.
-        def _seed_file(self, epochs_done: int) -> Path:
-            return Path(self.backup.backup_dir) / f"seed_generators_{epochs_done}.npz"
-
-        def _seed_states(self) -> list:
-            return [v for v in self.model.variables if v.path.endswith("seed_generator_state")]
-
-        def on_train_begin(self, logs=None):
-            self.backup.on_train_begin(logs)
-            done = self.model._initial_epoch or 0  # epochs the backup holds (None: a new run)
-            if done and self._seed_file(done).is_file():
-                with np.load(self._seed_file(done)) as saved:
-                    for i, v in enumerate(self._seed_states()):
-                        v.assign(saved[f"s{i}"])
-            for cb in self.callbacks:
-                cb.on_train_begin(logs)
-
-        def on_epoch_end(self, epoch, logs=None):
-            for cb in self.callbacks:
-                cb.on_epoch_end(epoch, logs)
-            Path(self.backup.backup_dir).mkdir(parents=True, exist_ok=True)
-            np.savez(self._seed_file(epoch + 1),
-                     **{f"s{i}": keras.ops.convert_to_numpy(v) for i, v in enumerate(self._seed_states())})
-            self.backup.on_epoch_end(epoch, logs)
-
-    def _fan_out(hook):
-        def method(self, *args, **kwargs):
-            for cb in self.callbacks:
-                getattr(cb, hook)(*args, **kwargs)
-        return method
-
-    for hook in ("on_train_end", "on_epoch_begin", "on_train_batch_begin", "on_train_batch_end", "on_test_begin",
-                 "on_test_end", "on_test_batch_begin", "on_test_batch_end", "on_predict_begin", "on_predict_end",
-                 "on_predict_batch_begin", "on_predict_batch_end"):
-        setattr(RestoreFirst, hook, _fan_out(hook))
-
-    return {"EpochLog": EpochLog, "BestOnValidation": BestOnValidation, "RestoreFirst": RestoreFirst}
-
-
-def _epoch_line(row: dict, epochs: int) -> str:
-    """One compact line per epoch: ``epoch  3/12  loss 0.612 acc 0.874 | val 0.551 0.890 | lr 2.0e-04 | 95 s``."""
-    width = len(str(epochs))
-    text = f"epoch {row['epoch'] + 1:>{width}}/{epochs}  loss {row.get('loss', float('nan')):.4f} " \
-           f"acc {row.get('accuracy', float('nan')):.4f} | val loss {row.get('val_loss', float('nan')):.4f} " \
-           f"acc {row.get('val_accuracy', float('nan')):.4f} | lr {row.get('learning_rate', float('nan')):.1e}"
-    if "seconds" in row and not pd.isna(row["seconds"]):
-        text += f" | {row['seconds']:.0f} s"
-    return text
+def learning_rate_after(model: keras.Model, config: dict[str, Any], steps_per_epoch: int) -> float:
+    """The rate the optimizer will use for its next step: the schedule at its step counter."""
+    schedule = make_schedule(config, steps_per_epoch)
+    step = int(keras.ops.convert_to_numpy(model.optimizer.iterations))
+    return float(keras.ops.convert_to_numpy(schedule(step))) if callable(schedule) else float(schedule)
 
 
 # ---------------------------------------------------------------------------------------------
-# Predictions and metrics
+# What happens after each epoch: the history row, the best checkpoint, the backup
+
+
+class History:
+    """``history.csv`` of a run: one row per finished epoch, rewritten atomically after each epoch.
+
+    On a resumed run it keeps the rows of the epochs the backup holds and drops any later ones (an
+    epoch whose state was not backed up is trained again).
+    """
+
+    COLUMNS = ("epoch", "loss", "accuracy", "val_loss", "val_accuracy", "learning_rate", "seconds", "wall_seconds")
+    """``seconds``: the epoch's ``fit`` (training and validation); ``wall_seconds``: the whole epoch, its input
+    pipeline, history, checkpoint and backup included (what a run takes, epoch by epoch)."""
+
+    def __init__(self, path: Path, epochs: int, monitor: str = SELECTION_MONITOR,
+                 say: Callable[[str], None] = print, start: int = 0):
+        self.path, self.epochs, self.monitor, self.say = Path(path), epochs, monitor, say
+        self.rows: list[dict] = []
+        if start and self.path.is_file():
+            old = pd.read_csv(self.path)
+            self.rows = old[old["epoch"] < start].to_dict("records")
+        if len(self.rows) != start:
+            raise RuntimeError(f"{runs.relative(self.path)} holds {len(self.rows)} epochs but the backup holds "
+                               f"{start}; the run folder is inconsistent: train it again with restart=True")
+        self._write()
+
+    def _write(self) -> None:
+        atomic.write_csv(self.path, pd.DataFrame(self.rows, columns=list(self.COLUMNS)), float_format="%.6g")
+
+    def add(self, epoch: int, logs: dict[str, float], learning_rate: float, seconds: float) -> dict:
+        """Append epoch ``epoch``'s row, write the file and print the compact line (``*``: best so far)."""
+        row = {"epoch": epoch, **{k: float(logs[k]) for k in self.COLUMNS[1:5] if k in logs},
+               "learning_rate": learning_rate, "seconds": seconds, "wall_seconds": float("nan")}
+        self.rows.append(row)
+        self._write()
+        best = runs.best_index([r[self.monitor] for r in self.rows], self.monitor) == len(self.rows) - 1
+        self.say(runs.epoch_line(row, self.epochs) + ("  *" if best else ""))
+        return row
+
+    def finish(self, wall_seconds: float) -> None:
+        """Record the last epoch's whole wall time (written once its checkpoint and backup are on disk)."""
+        self.rows[-1]["wall_seconds"] = wall_seconds
+        self._write()
+
+
+class BestCheckpoint:
+    """Keep ``best.keras``: the model of the epoch with the best **validation** value of ``monitor``.
+
+    ``monitor`` must be a ``val_`` quantity (the validation data of each epoch is the val split); the
+    model is saved without its optimizer, atomically. On a resumed run the best so far is read from
+    the history rows already on disk.
+    """
+
+    def __init__(self, path: Path, monitor: str = SELECTION_MONITOR, history: list[dict] | None = None):
+        if not monitor.startswith("val_"):
+            raise ValueError(f"the best checkpoint must be chosen on validation data, got monitor={monitor!r}")
+        self.path, self.monitor = Path(path), monitor
+        self.best: float | None = None
+        self.best_epoch: int | None = None
+        self._copy: keras.Model | None = None
+        rows = [r for r in (history or []) if self.monitor in r]
+        if rows and self.path.is_file():
+            i = runs.best_index([r[self.monitor] for r in rows], self.monitor)
+            self.best, self.best_epoch = float(rows[i][self.monitor]), int(rows[i]["epoch"])
+
+    def improves(self, value: float) -> bool:
+        """True when ``value`` beats the best so far (lower for a loss, higher otherwise; ties do not)."""
+        if self.best is None:
+            return True
+        return value < self.best if self.monitor.endswith("loss") else value > self.best
+
+    def update(self, epoch: int, logs: dict[str, float], model: keras.Model) -> bool:
+        """Save ``model`` as ``best.keras`` if this epoch's validation value is the best so far; say whether it was.
+
+        Raises:
+            KeyError: the monitored quantity is missing from ``logs`` (``fit`` needs validation data).
+        """
+        if self.monitor not in logs:
+            raise KeyError(f"'{self.monitor}' is missing from the epoch logs: fit() needs validation_data")
+        value = float(logs[self.monitor])
+        if not self.improves(value):
+            return False
+        self.best, self.best_epoch = value, int(epoch)
+        if self._copy is None:  # the weights in an uncompiled copy: saved without the optimizer (a third of the size)
+            self._copy = keras.models.clone_model(model)
+        self._copy.set_weights(model.get_weights())
+        with atomic.replacing(self.path) as tmp:
+            self._copy.save(tmp)
+        return True
+
+
+class ResumeError(RuntimeError):
+    """Resuming would not continue the run exactly (a Keras that behaves differently, or a damaged backup)."""
+
+
+SEED_STATE_SUFFIX = "seed_generator_state"
+"""How Keras 3 names the state variable of a layer's random seed generator (dropout's masks). ``model.save``
+leaves these out, so :class:`Backup` saves them itself; it checks that it finds one per dropout layer."""
+
+
+class Backup:
+    """The state a run resumes from, in ``backup/``: written after each epoch, removed when the run is complete.
+
+    ``model_<k>.keras`` (weights, optimizer and its step counter, via ``model.save``), ``seed_states_<k>.npz``
+    (the dropout layers' random states, which ``model.save`` leaves out) and, written last, ``state.json``
+    naming them and ``k``, the epochs done. Only public Keras API is used; where it depends on Keras
+    behaviour beyond it (the name of the seed-state variables), it checks and raises :class:`ResumeError`.
+    """
+
+    def __init__(self, folder: Path):
+        self.folder = Path(folder)
+        self.state_file = self.folder / "state.json"
+
+    @staticmethod
+    def seed_states(model: keras.Model) -> list:
+        """The dropout layers' seed-generator state variables, checked to be one per dropout layer.
+
+        Raises:
+            ResumeError: this Keras names or keeps those states differently, so a resumed run would draw
+                other dropout masks than an uninterrupted one.
+        """
+        found = [v for v in model.non_trainable_variables if v.path.endswith(SEED_STATE_SUFFIX)]
+        dropouts = sum(isinstance(layer, keras.layers.Dropout) and layer.rate > 0 for layer in model.layers)
+        if len(found) < dropouts:
+            raise ResumeError(
+                f"Keras {keras.__version__} keeps dropout's random state where the course does not look for it "
+                f"({dropouts} dropout layers, {len(found)} variables named '*{SEED_STATE_SUFFIX}'), so a resumed "
+                "run would not equal an uninterrupted one. Install the pinned keras (pyproject.toml), or train "
+                "without interruption (restart=True).")
+        return found
+
+    def epochs_done(self) -> int:
+        """The epochs the backup holds (0 when there is none)."""
+        if not self.state_file.is_file():
+            return 0
+        return int(self._state()["epochs_done"])
+
+    def _state(self) -> dict:
+        try:
+            return json.loads(self.state_file.read_text())
+        except (OSError, ValueError) as exc:
+            raise ResumeError(f"{runs.relative(self.state_file)} cannot be read ({exc}); train the run again "
+                              "with restart=True") from None
+
+    def save(self, model: keras.Model, epochs_done: int) -> None:
+        """Back up ``model`` after ``epochs_done`` epochs; then remove the previous backup's files."""
+        states = self.seed_states(model)
+        model_file = self.folder / f"model_{epochs_done}.keras"
+        seeds_file = self.folder / f"seed_states_{epochs_done}.npz"
+        with atomic.replacing(model_file) as tmp:
+            model.save(tmp)
+        with atomic.replacing(seeds_file) as tmp:
+            np.savez(tmp, **{f"s{i}": keras.ops.convert_to_numpy(v) for i, v in enumerate(states)})
+        atomic.write_json(self.state_file, {"epochs_done": epochs_done, "model": model_file.name,
+                                            "seed_states": seeds_file.name, "keras": keras.__version__})
+        for old in self.folder.glob("*_*.*"):
+            if old.name not in (model_file.name, seeds_file.name):
+                old.unlink(missing_ok=True)
+
+    def restore(self) -> keras.Model:
+        """Return the backed-up model (compiled, optimizer state and step counter included), seed states restored."""
+        from cxr_utils import models, schedules  # noqa: F401  (register the course's layers and schedules)
+
+        state = self._state()
+        try:
+            model = keras.models.load_model(self.folder / state["model"])
+            with np.load(self.folder / state["seed_states"]) as saved:
+                values = [saved[f"s{i}"] for i in range(len(saved.files))]
+        except (OSError, ValueError, KeyError) as exc:
+            raise ResumeError(f"the backup in {runs.relative(self.folder)} cannot be read ({exc}); train the run "
+                              "again with restart=True") from None
+        variables = self.seed_states(model)
+        if len(variables) != len(values):
+            raise ResumeError(f"the backup holds {len(values)} seed states but the model has {len(variables)}; "
+                              "train the run again with restart=True")
+        for v, value in zip(variables, values, strict=True):
+            v.assign(value)
+        return model
+
+
+# ---------------------------------------------------------------------------------------------
+# Training
 
 
 def split_rows(split: str, subset: int | None = None, seed: int = 0,
@@ -570,98 +520,81 @@ def split_rows(split: str, subset: int | None = None, seed: int = 0,
     df = cxr_data.load_manifest() if manifest is None else manifest
     rows = df[df["split"] == split]
     if subset is not None:
-        keep = cxr_data.stratified_subset(cxr_data.label_indices(rows["label"]), int(subset), seed)
+        keep = cxr_data.stratified_subset(label_indices(rows["label"]), int(subset), seed)
         rows = rows.iloc[keep]
     return rows
 
 
-def predict_split(model, split: str, *, image_size: int | None = None, channels: int = 3,
-                  subset: int | None = None, seed: int = 0, batch_size: int = 64,
-                  manifest: pd.DataFrame | str | os.PathLike[str] | None = None) -> pd.DataFrame:
-    """Predict every image of one split (unaugmented) and return one row per image.
+def enable_determinism() -> None:
+    """Turn TensorFlow's op determinism on, for the rest of this process (TensorFlow offers no way back).
 
-    Args:
-        model: a Keras model with a 3-way softmax output (in the order of :data:`cxr_utils.CLASSES`).
-        split: ``"train"``, ``"val"`` or ``"test"``.
-        image_size: input side in pixels (default: the model's input size).
-        channels, subset, seed, manifest: as :func:`cxr_utils.data.load_split`.
-        batch_size: images per prediction batch.
-
-    Returns:
-        DataFrame with the columns :data:`PREDICTION_COLUMNS`: ``path`` (relative to the data
-        directory), ``label`` (class name as in the manifest), ``split_group`` (the manifest's, or
-        ``patient_id`` when the manifest has none) and ``p_<class>`` probabilities.
+    With it, an op gives the same output for the same input on the same hardware, and ``tf.data`` runs
+    deterministically. :func:`train_recipe` calls it before it trains; Keras' seeds it sets from the run's seed.
     """
-    if image_size is None:
-        image_size = int(model.input_shape[1])
-    df = cxr_data.load_manifest(manifest) if not isinstance(manifest, pd.DataFrame) else manifest
-    x, y = cxr_data.load_split(split, image_size, channels, df, subset, seed)
-    rows = split_rows(split, subset, seed, df)
-    assert (cxr_data.label_indices(rows["label"]) == y).all(), "manifest rows and images are out of step"
-    probs = model.predict(x.astype(np.float32) / 255.0, batch_size=batch_size, verbose=0)
-    out = pd.DataFrame({"path": rows["path"].to_numpy(), "label": rows["label"].to_numpy(),
-                        "split_group": (rows["split_group"] if "split_group" in rows else rows["patient_id"])
-                        .to_numpy()})
-    for i, name in enumerate(CLASSES):
-        out[f"p_{name}"] = probs[:, i].astype(np.float64)
-    return out
+    import tensorflow as tf
+
+    tf.config.experimental.enable_op_determinism()
 
 
-def prediction_metrics(predictions: pd.DataFrame) -> dict[str, Any]:
-    """Accuracy, per-class recall and precision, macro F1, cross-entropy and confusion matrix of predictions.
+def _say(verbose: int) -> Callable[[str], None]:
+    return (lambda text: print(text, flush=True)) if verbose else (lambda text: None)
 
-    Args:
-        predictions: a frame from :func:`predict_split` (``label`` and ``p_<class>`` columns).
 
-    Returns:
-        A JSON-ready dict; ``confusion`` has rows actual, columns predicted, in :data:`CLASSES` order.
+def _check_folder(run_dir: Path, config: dict, restart: bool, say: Callable[[str], None]) -> bool:
+    """Prepare ``run_dir`` for ``config``; return True when it already holds the complete run (nothing to do).
+
+    Raises:
+        ValueError: the folder holds a run of another configuration or of other data.
     """
-    from sklearn.metrics import confusion_matrix, f1_score, log_loss, precision_score, recall_score
-
-    y = cxr_data.label_indices(predictions["label"])
-    p = predictions[[f"p_{c}" for c in CLASSES]].to_numpy()
-    pred = p.argmax(axis=1)
-    labels = list(range(len(CLASSES)))
-    recall = recall_score(y, pred, labels=labels, average=None, zero_division=0)
-    precision = precision_score(y, pred, labels=labels, average=None, zero_division=0)
-    return {
-        "n": int(len(y)),
-        "accuracy": float((pred == y).mean()),
-        "balanced_accuracy": float(recall.mean()),
-        "macro_f1": float(f1_score(y, pred, labels=labels, average="macro", zero_division=0)),
-        "cross_entropy": float(log_loss(y, np.clip(p, 1e-7, 1.0) / np.clip(p, 1e-7, 1.0).sum(1, keepdims=True),
-                                        labels=labels)),
-        "recall": {c: float(r) for c, r in zip(CLASSES, recall, strict=True)},
-        "precision": {c: float(r) for c, r in zip(CLASSES, precision, strict=True)},
-        "confusion": confusion_matrix(y, pred, labels=labels).tolist(),
-    }
-
-
-# ---------------------------------------------------------------------------------------------
-# Runs
-
-
-def is_complete(path: str | os.PathLike[str]) -> bool:
-    """True when the run folder holds a readable ``metrics.json`` marked complete and its ``best.keras``.
-
-    ``metrics.json`` is written last and atomically, so a folder interrupted at any point before it
-    (while training, or while predicting) is never reported complete.
-    """
-    path = Path(path)
-    try:
-        metrics = json.loads((path / METRICS_FILE).read_text())
-    except (OSError, ValueError):
+    if not run_dir.exists():
         return False
-    return bool(metrics.get("complete")) and (path / BEST_MODEL_FILE).is_file()
+    if restart:
+        say(f"restart: removing {runs.relative(run_dir)}")
+        shutil.rmtree(run_dir)
+        return False
+    old = None
+    with contextlib.suppress(OSError, ValueError):
+        old = json.loads((run_dir / CONFIG_FILE).read_text())
+    if old is not None:
+        same = json.loads(atomic.to_json(old)) == json.loads(atomic.to_json(config))
+        if not same and old.get("data") != config["data"] and \
+                {k: v for k, v in old.items() if k != "data"} == {k: v for k, v in config.items() if k != "data"}:
+            o, n = (old.get("data") or {}).get("manifest_sha256", "none")[:12], config["data"]["manifest_sha256"][:12]
+            raise ValueError(f"run folder '{runs.relative(run_dir)}' was trained on other data (manifest {o}, now "
+                             f"{n}): the curated data changed since. Pass restart=True to train it again on the "
+                             "current data, or choose another run_name")
+        if not same:
+            changed = sorted(k for k in set(old) | set(config) if old.get(k) != config.get(k))
+            raise ValueError(f"run folder '{runs.relative(run_dir)}' holds a run with a different configuration "
+                             f"({', '.join(changed)}); choose another run_name or pass restart=True")
+    if runs.is_complete(run_dir):
+        say(f"{runs.relative(run_dir)} is complete: nothing to train (restart=True trains it again)")
+        return True
+    return False
 
 
-def _same_config(a: dict, b: dict) -> bool:
-    return json.loads(json.dumps(a, default=_json_default)) == json.loads(json.dumps(b, default=_json_default))
+def _precision(config: dict, requested: str, run_dir: Path, restart: bool) -> tuple[str, str]:
+    """The dtype policy a run uses and why (:func:`cxr_utils.precision.choose`); a run being resumed keeps its own."""
+    from cxr_utils import precision
+
+    if requested == "auto" and not restart:
+        with contextlib.suppress(OSError, ValueError, KeyError):
+            old = json.loads((run_dir / CONFIG_FILE).read_text())["precision"]
+            return old, "auto: as the run folder records (resumed or complete)"
+
+    def measure(policy: str) -> float:
+        return precision.probe(lambda: build_model(config), policy, config["image_size"], config["channels"],
+                               config["batch_size"])
+
+    return precision.choose(requested, measure)
 
 
 def default_run_name(config: dict[str, Any]) -> str:
-    """``<recipe>`` for the recipe as defined, else ``<recipe>-<epochs>ep-<size>px[-n<subset>][-seed<s>]``."""
-    base = {**RECIPES, **CANDIDATES}[config["recipe"]]
+    """The run folder's default name: ``<recipe>`` for the recipe as defined, else
+    ``<recipe>-<epochs>ep-<size>px[-n<subset>][-seed<s>][-b<batch>]``."""
+    base = known_recipes().get(config["recipe"])
+    if base is None:
+        raise ValueError(f"recipe {config['recipe']!r} is not a named recipe; give the run a run_name")
     if (config["epochs"], config["image_size"], config["subset"], config["seed"], config["batch_size"]) == \
             (base.epochs, base.image_size, None, 0, base.batch_size):
         return base.name
@@ -675,134 +608,251 @@ def default_run_name(config: dict[str, Any]) -> str:
     return name
 
 
-def train_recipe(recipe: str, run_name: str | None = None, *, epochs: int | None = None,
+def train_recipe(recipe: str | Recipe, run_name: str | None = None, *, epochs: int | None = None,
                  image_size: int | None = None, subset: int | None = None, seed: int = 0,
                  restart: bool = False, verbose: int = 2, batch_size: int | None = None,
-                 extra_callbacks: list | None = None) -> Path:
+                 extra_callbacks: list | None = None, deterministic: bool = True, precision: str = "auto",
+                 strategy: Any = None) -> Path:
     """Train recipe ``recipe`` into ``runs_dir()/run_name`` and return that folder.
 
     Args:
-        recipe: a key of :data:`RECIPES` (``"paper"``, ``"improved"``).
+        recipe: a key of :data:`RECIPES` (``"paper"``, ``"improved"``) or :data:`CANDIDATES`, or a
+            :class:`Recipe` (then give ``run_name``).
         run_name: folder name under :func:`cxr_utils.paths.runs_dir` (default :func:`default_run_name`).
         epochs, image_size, batch_size: override the recipe's values.
         subset: use at most this many images of each split (stratified), for quick runs.
-        seed: seeds Keras/NumPy/TensorFlow, the shuffle, the subset and the augmentation.
-        restart: delete an incomplete (or complete) folder of this name and train from scratch.
+        seed: seeds the initial weights, dropout, each epoch's shuffle and augmentation, and the subset.
+        restart: delete the folder of this name (complete or not) and train from scratch.
         verbose: 0 silent; otherwise one line per epoch and a few lines on what happens.
-        extra_callbacks: more Keras callbacks for ``fit`` (run after the run folder's own).
+        extra_callbacks: more Keras callbacks for each epoch's ``fit``.
+        deterministic: turn TensorFlow's op determinism on (:func:`enable_determinism`). Recorded in the
+            config. False only to measure what determinism costs, or on a GPU whose kernels lack it.
+        precision: ``"auto"`` (mixed precision only where the hardware has it and a probe shows it faster;
+            :mod:`cxr_utils.precision`), or ``"float32"``, ``"mixed_bfloat16"``, ``"mixed_float16"``. The
+            policy used is recorded in the config, the reason in ``environment.json``.
+        strategy: ``None`` (one device), ``"mirrored"`` (every GPU of this machine), ``"multiworker"``
+            (several machines, ``TF_CONFIG``) or a ``tf.distribute.Strategy`` (:mod:`cxr_utils.devices`).
+            The batch size stays the global batch; the strategy and its replicas are recorded in the
+            config. Only the chief writes the run folder; other workers keep theirs in a hidden folder
+            beside it (``.<run_name>.worker<k>``) until the run is complete.
 
     Returns:
         The run folder. When it already holds a complete run of the same configuration, nothing is
-        trained; an incomplete one is resumed from its last backed-up epoch.
+        trained; an incomplete one is resumed after its last backed-up epoch.
 
     Raises:
-        ValueError: the folder holds a run of a different configuration (pick another ``run_name`` or
-            pass ``restart=True``).
+        ValueError: the folder holds a run of a different configuration or of other data (pick another
+            ``run_name`` or pass ``restart=True``).
+        ResumeError: the backup cannot be resumed exactly (the message says why and what to do).
     """
+    from cxr_utils import devices
+
+    dist = devices.strategy_for(strategy)
+    if isinstance(recipe, Recipe) and run_name is None:
+        raise ValueError(f"a recipe given as an object ({recipe.name!r}) needs a run_name")
     config = resolve_config(recipe, epochs=epochs, image_size=image_size, subset=subset, seed=seed,
                             batch_size=batch_size)
-    run_dir = paths.runs_dir() / (run_name or default_run_name(config))
-    say = print if verbose else (lambda *a, **k: None)
-
-    if run_dir.exists():
-        old = None
-        with contextlib.suppress(OSError, ValueError):
-            old = json.loads((run_dir / "config.json").read_text())
-        if restart:
-            say(f"restart: removing {_rel(run_dir)}")
-            shutil.rmtree(run_dir)
-        elif old is not None and not _same_config(old, config):
-            changed = sorted(k for k in set(old) | set(config) if old.get(k) != config.get(k))
-            raise ValueError(f"run folder '{_rel(run_dir)}' holds a run with a different configuration "
-                             f"({', '.join(changed)}); choose another run_name or pass restart=True")
-        elif is_complete(run_dir):
-            say(f"{_rel(run_dir)} is complete: nothing to train (restart=True trains it again)")
-            return run_dir
+    config["deterministic"] = bool(deterministic)
+    config["strategy"] = devices.describe(dist)
+    manifest = cxr_data.load_manifest()
+    config["data"] = data_fingerprint(config, manifest)
+    name = run_name or default_run_name(config)
+    chief = devices.is_chief(dist)
+    run_dir = paths.runs_dir() / (name if chief else f".{name}.worker{dist.cluster_resolver.task_id}")
+    say = _say(verbose and chief)
+    config["precision"], why = _precision(config, precision, run_dir, restart)
+    if _check_folder(run_dir, config, restart, say):
+        return run_dir
     run_dir.mkdir(parents=True, exist_ok=True)
-    _write_json(run_dir / "config.json", config)
-    env = environment_info()
-    _write_json(run_dir / "environment.json", env)
-    if (run_dir / METRICS_FILE).exists():  # a metrics file that is_complete() rejected: never leave it
-        (run_dir / METRICS_FILE).unlink()
-
-    _fit(config, run_dir, verbose, extra_callbacks or [], say)
-    return _finish(config, run_dir, env, say)
-
-
-ITERATORS_PER_EPOCH = 2
-"""How far one epoch of Keras' ``fit()`` moves a ``tf.data`` pipeline's reshuffle/re-randomise seeds, counted in
-iterators started on it. Measured with Keras 3.15 and TensorFlow 2.21: the second epoch of ``fit()`` gets the
-order and augmentations of the third plain ``iter()`` over a fresh pipeline. Resuming uses it to skip the epochs
-already done."""
+    atomic.write_json(run_dir / CONFIG_FILE, config)
+    env = {**environment_info(precision=config["precision"]), "precision_reason": why}
+    atomic.write_json(run_dir / ENVIRONMENT_FILE, env)
+    (run_dir / METRICS_FILE).unlink(missing_ok=True)  # a metrics file that is_complete() rejected: never keep it
+    if deterministic:
+        enable_determinism()
+    _fit(config, run_dir, manifest, say, extra_callbacks or [], dist)
+    if not chief:  # the chief evaluates and writes the run; this worker's copy has served its purpose
+        shutil.rmtree(run_dir, ignore_errors=True)
+        return paths.runs_dir() / name
+    return _finish(config, run_dir, env, manifest, say)
 
 
-def _fit(config: dict, run_dir: Path, verbose: int, extra_callbacks: list, say) -> None:
-    """Build, compile and fit the model of ``config`` with the run folder's callbacks (resuming if backed up)."""
-    import keras
-
+def _fit(config: dict, run_dir: Path, manifest: pd.DataFrame, say: Callable[[str], None],
+         extra_callbacks: list, dist) -> None:
+    """Train the epochs not yet done, one ``fit`` call each, writing history, best model and backup after each."""
     from cxr_utils import losses
 
     keras.utils.set_random_seed(config["seed"])
-    size, ch, sub, seed = config["image_size"], config["channels"], config["subset"], config["seed"]
-    train = cxr_data.make_dataset("train", image_size=size, channels=ch, batch_size=config["batch_size"],
-                                  augment=config["augment"], seed=seed, subset=sub)
-    val = cxr_data.make_dataset("val", image_size=size, channels=ch, batch_size=64, seed=seed, subset=sub)
-    n_train = len(split_rows("train", sub, seed))
-    steps = math.ceil(n_train / config["batch_size"])
-    counts = np.bincount(cxr_data.label_indices(split_rows("train", sub, seed)["label"]), minlength=len(CLASSES))
+    size, ch, sub, seed, epochs = (config[k] for k in ("image_size", "channels", "subset", "seed", "epochs"))
+    train_rows = split_rows("train", sub, seed, manifest)
+    steps = math.ceil(len(train_rows) / config["batch_size"])
+    counts = np.bincount(label_indices(train_rows["label"]), minlength=len(CLASSES))
     weights = losses.class_weights(counts, config["class_weights"])
-    config_weights = {CLASSES[k]: round(v, 4) for k, v in weights.items()}
-
-    model = build_model(config)
-    compile_model(model, config, steps)
-    resumed = (run_dir / "backup" / "training_metadata.json").is_file()
-    if resumed:
-        # Each epoch of fit() moves the pipeline's shuffle and augmentation seeds on (by as much as starting
-        # ITERATORS_PER_EPOCH iterators does). Move them on as far as the epochs already done, so the resumed
-        # epochs get the order and augmentations of an uninterrupted run (tests/test_train.py checks this).
-        done = json.loads((run_dir / "backup" / "training_metadata.json").read_text())["epoch"]
-        for _ in range(ITERATORS_PER_EPOCH * done):
-            iter(train)
+    val = cxr_data.make_dataset("val", image_size=size, channels=ch, batch_size=64, seed=seed, subset=sub,
+                                manifest=manifest)
+    backup = Backup(run_dir / BACKUP_DIR)
+    start = backup.epochs_done()
+    if start:
+        with dist.scope():
+            model = backup.restore()
+        say(f"resuming after epoch {start} of {epochs} (state restored from {BACKUP_DIR}/)")
     else:
-        say(f"training '{config['recipe']}' into {_rel(run_dir)}: {model.count_params():,} parameters, "
-            f"{n_train} training images ({steps} batches of {config['batch_size']}), {config['epochs']} epochs, "
-            f"class weights {config_weights}")
-    monitor = monitor_of(config)
-    epoch_log = _Callbacks.get("EpochLog")(run_dir / "history.csv", config["epochs"], verbose, monitor)
-    best = _Callbacks.get("BestOnValidation")(run_dir / BEST_MODEL_FILE, monitor, run_dir / "history.csv")
-    callbacks = [
-        epoch_log,  # history first, then the best model, then the backup: a backed-up epoch is always logged
-        best,
-        keras.callbacks.TensorBoard(log_dir=str(run_dir / "tensorboard"), write_graph=False, profile_batch=0),
-        *extra_callbacks,
-    ]
-    backup = keras.callbacks.BackupAndRestore(str(run_dir / "backup"), double_checkpoint=True,
-                                              delete_checkpoint=False)
-    callbacks = [_Callbacks.get("RestoreFirst")(backup, callbacks)]
-    with warnings.catch_warnings():  # Keras notes that a tf.data pipeline shuffles itself (it does)
-        warnings.filterwarnings("ignore", message=".*shuffle=True.*")
-        model.fit(train, validation_data=val, epochs=config["epochs"], class_weight=weights, callbacks=callbacks,
-                  verbose=0)
+        from cxr_utils import precision
+
+        with precision.policy(config["precision"]), dist.scope():
+            model = build_model(config)
+            compile_model(model, config, steps)
+        weights_text = {CLASSES[k]: round(v, 4) for k, v in weights.items()}
+        replicas = config["strategy"]["replicas"]
+        where = f", {replicas} replicas ({config['strategy']['name']})" if replicas > 1 else ""
+        say(f"training '{config['recipe']}' into {runs.relative(run_dir)}: {model.count_params():,} parameters, "
+            f"{len(train_rows)} training images ({steps} batches of {config['batch_size']}{where}), {epochs} epochs, "
+            f"class weights {weights_text}")
+    monitor = runs.monitor_of(config)
+    history = History(run_dir / HISTORY_FILE, epochs, monitor, say, start)
+    best = BestCheckpoint(run_dir / BEST_MODEL_FILE, monitor, history.rows)
+    tensorboard = keras.callbacks.TensorBoard(log_dir=str(run_dir / "tensorboard"), write_graph=False,
+                                              profile_batch=0)
+    loop = MultiWorkerLoop(model, config, dist, run_dir) if config["strategy"]["workers"] > 1 else None
+    for epoch in range(start, epochs):
+        t_epoch = time.perf_counter()
+        train = cxr_data.make_dataset("train", image_size=size, channels=ch, batch_size=config["batch_size"],
+                                      augment=config["augment"], seed=seed, subset=sub, manifest=manifest,
+                                      epoch=epoch, class_weights=weights)
+        t0 = time.perf_counter()
+        if loop is not None:
+            logs = loop.epoch(epoch, train, val, extra_callbacks)
+        else:
+            with warnings.catch_warnings():  # Keras notes that a tf.data pipeline shuffles itself (it does)
+                warnings.filterwarnings("ignore", message=".*shuffle=True.*")
+                fitted = model.fit(train, validation_data=val, initial_epoch=epoch, epochs=epoch + 1,
+                                   callbacks=[tensorboard, *extra_callbacks], verbose=0)
+            logs = {k: v[-1] for k, v in fitted.history.items()}
+        history.add(epoch, logs, learning_rate_after(model, config, steps), time.perf_counter() - t0)
+        best.update(epoch, logs, model)
+        if epoch + 1 < epochs:  # after both: a backed-up epoch always has its history row and best model
+            backup.save(model, epoch + 1)  # (after the last epoch the run completes at once; nothing to resume)
+        history.finish(time.perf_counter() - t_epoch)
 
 
-def _finish(config: dict, run_dir: Path, env: dict, say) -> Path:
+class MultiWorkerLoop:
+    """One epoch of training and validation under ``MultiWorkerMirroredStrategy``, where Keras' ``fit`` fails.
+
+    Keras 3.15's ``fit`` cannot start under that strategy (it reduces a batch of distributed inputs
+    eagerly before training; keras-team/keras#20585; ``tests/test_distribute.py`` checks it still fails,
+    so this loop can go when Keras mends it). This loop computes what ``fit`` computes, with public API
+    only: each replica's share of the class-weighted, label-smoothed loss over the **global** batch, so
+    that the optimizer's sum of the replicas' gradients is the gradient of the whole batch; the
+    epoch's ``loss`` weighted by class, its ``accuracy`` not (as ``fit`` reports them); validation
+    unweighted; TensorBoard scalars under the names Keras uses.
+    """
+
+    def __init__(self, model: keras.Model, config: dict, strategy, run_dir: Path):
+        import tensorflow as tf
+
+        self.model, self.strategy, self.tf = model, strategy, tf
+        smoothing = config["label_smoothing"]
+        self.loss = keras.losses.CategoricalCrossentropy(label_smoothing=smoothing, reduction=None)
+        with strategy.scope():
+            model.optimizer.build(model.trainable_variables)
+        self.writers = {k: tf.summary.create_file_writer(str(run_dir / "tensorboard" / k))
+                        for k in ("train", "validation")}
+        self._train = tf.function(self._train_batch)
+        self._test = tf.function(self._test_batch)
+
+    def _train_batch(self, batch):
+        tf, model = self.tf, self.model
+
+        def step(x, y, w):
+            n_global = tf.distribute.get_replica_context().all_reduce("sum", tf.cast(tf.shape(x)[0], tf.float32))
+            with tf.GradientTape() as tape:
+                p = model(x, training=True)
+                weighted = self.loss(y, p) * w
+                loss = tf.reduce_sum(weighted) / n_global
+                scaled = model.optimizer.scale_loss(loss)
+            grads = tape.gradient(scaled, model.trainable_variables)
+            model.optimizer.apply(grads, model.trainable_variables)
+            hit = tf.cast(tf.equal(tf.argmax(p, -1), tf.argmax(y, -1)), tf.float32)
+            return tf.stack([tf.reduce_sum(weighted), tf.reduce_sum(hit), tf.cast(tf.shape(x)[0], tf.float32)])
+
+        return self.strategy.reduce("SUM", self.strategy.run(step, args=batch), axis=None)
+
+    def _test_batch(self, batch):
+        tf = self.tf
+
+        def step(x, y):
+            p = self.model(x, training=False)
+            hit = tf.cast(tf.equal(tf.argmax(p, -1), tf.argmax(y, -1)), tf.float32)
+            return tf.stack([tf.reduce_sum(self.loss(y, p)), tf.reduce_sum(hit), tf.cast(tf.shape(x)[0], tf.float32)])
+
+        return self.strategy.reduce("SUM", self.strategy.run(step, args=batch), axis=None)
+
+    def epoch(self, epoch: int, train, val, callbacks: list) -> dict[str, float]:
+        """Train one epoch on ``train`` and validate on ``val``; return the logs ``fit`` would have returned."""
+        total = np.zeros(3)
+        for batch in self.strategy.experimental_distribute_dataset(train):
+            total += keras.ops.convert_to_numpy(self._train(batch))
+        tested = np.zeros(3)
+        for batch in self.strategy.experimental_distribute_dataset(val):
+            tested += keras.ops.convert_to_numpy(self._test(batch))
+        logs = {"loss": total[0] / total[2], "accuracy": total[1] / total[2],
+                "val_loss": tested[0] / tested[2], "val_accuracy": tested[1] / tested[2]}
+        for split, keys in (("train", ("loss", "accuracy")), ("validation", ("val_loss", "val_accuracy"))):
+            with self.writers[split].as_default():
+                for key in keys:
+                    self.tf.summary.scalar(f"epoch_{key.removeprefix('val_')}", logs[key], step=epoch)
+        for cb in callbacks:
+            cb.set_model(self.model)
+            cb.on_epoch_end(epoch, logs)
+        return logs
+
+
+def predict_split(model: keras.Model, split: str, *, image_size: int | None = None, channels: int = 3,
+                  subset: int | None = None, seed: int = 0, batch_size: int = 64,
+                  manifest: pd.DataFrame | str | os.PathLike[str] | None = None) -> pd.DataFrame:
+    """Predict every image of one split (unaugmented) and return its predictions table.
+
+    Args:
+        model: a Keras model with a 3-way softmax output (in the order of :data:`cxr_utils.CLASSES`).
+        split: ``"train"``, ``"val"`` or ``"test"``.
+        image_size: input side in pixels (default: the model's input size).
+        channels, subset, seed, manifest: as :func:`cxr_utils.data.load_split`.
+        batch_size: images per prediction batch.
+
+    Returns:
+        A predictions table (:mod:`cxr_utils.predictions`): ``path`` relative to the data directory,
+        ``label``, ``split_group`` (the manifest's, or ``patient_id`` when it has none), probabilities.
+    """
+    if image_size is None:
+        image_size = int(model.input_shape[1])
+    df = cxr_data.load_manifest(manifest) if not isinstance(manifest, pd.DataFrame) else manifest
+    x, y = cxr_data.load_split(split, image_size, channels, df, subset, seed)
+    rows = split_rows(split, subset, seed, df)
+    if not (label_indices(rows["label"]) == y).all():
+        raise RuntimeError("manifest rows and cached images are out of step; run `cxr-data curate` again")
+    files = pd.DataFrame({"path": rows["path"].to_numpy(), "label": rows["label"].to_numpy(),
+                          "split_group": (rows["split_group"] if "split_group" in rows else rows["patient_id"])
+                          .to_numpy()})
+    return predictions.predictions_frame(files, model.predict(preprocess.scale(x), batch_size=batch_size, verbose=0))
+
+
+def _finish(config: dict, run_dir: Path, env: dict, manifest: pd.DataFrame, say: Callable[[str], None]) -> Path:
     """Evaluate ``best.keras`` on val and (once) on test, write predictions, then ``metrics.json`` last."""
-
-    history = pd.read_csv(run_dir / "history.csv")
+    history = pd.read_csv(run_dir / HISTORY_FILE)
     if len(history) < config["epochs"]:
-        raise RuntimeError(f"{_rel(run_dir)}: history has {len(history)} of {config['epochs']} epochs; "
+        raise RuntimeError(f"{runs.relative(run_dir)}: history has {len(history)} of {config['epochs']} epochs; "
                            "training did not finish (call train_recipe again to resume)")
-    model = _load_best(run_dir)
+    model = runs.load_model(run_dir)
     kw = {"image_size": config["image_size"], "channels": config["channels"], "subset": config["subset"],
-          "seed": config["seed"]}
+          "seed": config["seed"], "manifest": manifest}
     pred_val = predict_split(model, "val", **kw)
     pred_test = predict_split(model, "test", **kw)  # the one look at test, after training is over
-    _write_csv(run_dir / "predictions_val.csv", pred_val)
-    _write_csv(run_dir / "predictions_test.csv", pred_test)
-    monitor = monitor_of(config)
-    best_epoch = best_index(history[monitor], monitor)
+    predictions.write_predictions(run_dir / "predictions_val.csv", pred_val)
+    predictions.write_predictions(run_dir / "predictions_test.csv", pred_test)
+    monitor = runs.monitor_of(config)
+    best_epoch = runs.best_index(history[monitor], monitor)
     seconds = history["seconds"].to_numpy()
-    metrics = {
+    result = {
         "recipe": config["recipe"],
         "run_name": run_dir.name,
         "complete": True,
@@ -818,73 +868,76 @@ def _finish(config: dict, run_dir: Path, env: dict, say) -> Path:
         "params": int(model.count_params()),
         "image_size": config["image_size"],
         "cpu_count": env.get("cpu_count"),
-        "val": prediction_metrics(pred_val),
-        "test": prediction_metrics(pred_test),
+        "val": metrics.summary(pred_val),
+        "test": metrics.summary(pred_test),
         "finished_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
-    _write_json(run_dir / METRICS_FILE, metrics)  # last, atomically: from now on the run is complete
-    shutil.rmtree(run_dir / "backup", ignore_errors=True)
-    t = metrics["test"]
-    say(f"done: best epoch {best_epoch + 1} (by {monitor}); val accuracy {metrics['val']['accuracy']:.3f}; "
+    atomic.write_json(run_dir / METRICS_FILE, result)  # last, atomically: from now on the run is complete
+    shutil.rmtree(run_dir / BACKUP_DIR, ignore_errors=True)
+    t = result["test"]
+    say(f"done: best epoch {best_epoch + 1} (by {monitor}); val accuracy {result['val']['accuracy']:.3f}; "
         f"test accuracy {t['accuracy']:.3f}, recall " +
-        ", ".join(f"{c} {r:.3f}" for c, r in t["recall"].items()) + f"; {metrics['seconds_per_epoch']:.0f} s/epoch")
+        ", ".join(f"{c} {r:.3f}" for c, r in t["recall"].items() if r is not None) +
+        f"; {result['seconds_per_epoch']:.0f} s/epoch")
     return run_dir
 
 
-def _load_best(run_dir: Path):
-    """Load ``best.keras`` of a run (after importing the modules that register the course's custom layers)."""
-    import keras
+# The names lesson 06 imported from this module before run folders got their own module (cxr_utils.runs),
+# kept until the lesson, re-executed, imports them from there.
+export_results, history_lines, is_complete, load_run, monitor_of = (
+    runs.export_results, runs.history_lines, runs.is_complete, runs.load_run, runs.monitor_of)
 
-    from cxr_utils import models, schedules  # noqa: F401  (register PerImageStandardization, the schedules)
+def estimate_seconds(recipe: str, *, epochs: int | None = None, image_size: int | None = None,
+                     subset: int | None = None, seed: int = 0, steps: int = 3) -> dict[str, Any]:
+    """Estimate how long training ``recipe`` takes on this machine, from a few measured training steps.
 
-    return keras.models.load_model(run_dir / BEST_MODEL_FILE, compile=False)
-
-
-def load_run(path: str | os.PathLike[str]):
-    """Reload a complete run folder.
+    The recipe's network trains ``steps`` batches of random images (:func:`cxr_utils.precision.probe`,
+    float32); an epoch is then the training split at that rate plus the validation split at three times
+    it (a forward pass costs about a third of a training step). A complete run folder of the same
+    configuration costs nothing. The estimate is rough (it leaves out the input pipeline, which keeps up,
+    and what else the machine is doing): lesson 06 prints it next to what the run then took.
 
     Returns:
-        ``(model, metrics, history)``: the best-on-validation ``keras.Model`` (uncompiled), the dict of
-        ``metrics.json`` and ``history.csv`` as a DataFrame.
-
-    Raises:
-        FileNotFoundError: the folder is not a complete run (train it, or resume it, with :func:`train_recipe`).
+        ``{"recipe", "epochs", "images_per_second", "epoch_seconds", "seconds", "complete"}``.
     """
+    from cxr_utils import precision
 
-    path = Path(path)
-    if not is_complete(path):
-        raise FileNotFoundError(f"'{_rel(path)}' is not a complete run (no metrics.json marked complete, or "
-                                "no best.keras); call train_recipe() to train or resume it")
-    model = _load_best(path)
-    metrics = json.loads((path / METRICS_FILE).read_text())
-    history = pd.read_csv(path / "history.csv")
-    return model, metrics, history
-
-
-def export_results(run_dir: str | os.PathLike[str], dest: str | os.PathLike[str]) -> list[Path]:
-    """Copy the small result files of a complete run (:data:`RESULT_FILES`, never weights) into ``dest``.
-
-    Returns the copied files. Raises FileNotFoundError when the run is not complete.
-    """
-    run_dir, dest = Path(run_dir), Path(dest)
-    if not is_complete(run_dir):
-        raise FileNotFoundError(f"'{_rel(run_dir)}' is not a complete run; nothing exported")
-    dest.mkdir(parents=True, exist_ok=True)
-    out = []
-    for name in RESULT_FILES:
-        shutil.copyfile(run_dir / name, dest / name)
-        out.append(dest / name)
-    return out
+    config = resolve_config(recipe, epochs=epochs, image_size=image_size, subset=subset, seed=seed)
+    manifest = cxr_data.load_manifest()
+    counts = {s: len(split_rows(s, config["subset"], seed, manifest)) for s in ("train", "val")}
+    folder = runs.find_run(default_run_name(config)) if subset is None else None
+    done = folder is not None and folder.name == default_run_name(config)
+    rate = precision.probe(lambda: build_model(config), "float32", config["image_size"], config["channels"],
+                           config["batch_size"], steps=steps)
+    epoch = counts["train"] / rate + counts["val"] / (3 * rate)
+    return {"recipe": config["recipe"], "epochs": config["epochs"], "images_per_second": rate,
+            "epoch_seconds": epoch, "seconds": 0.0 if done else epoch * config["epochs"], "complete": done}
 
 
-def history_lines(history: pd.DataFrame, epochs: int | None = None, monitor: str = SELECTION_MONITOR) -> list[str]:
-    """The compact per-epoch lines of a saved ``history.csv`` (as printed while it trained; ``*`` the kept epoch)."""
-    epochs = epochs or len(history)
-    best = best_index(history[monitor], monitor) if len(history) else -1
-    return [_epoch_line(row, epochs) + ("  *" if i == best else "")
-            for i, row in enumerate(history.to_dict("records"))]
+def main(argv: list[str] | None = None) -> int:
+    """``python -m cxr_utils.train RECIPE ... [options]``: train recipes (or estimate how long they take)."""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m cxr_utils.train", description="Train named recipes into runs/.")
+    parser.add_argument("recipes", nargs="+", help=f"recipe names: {', '.join(RECIPES)}")
+    parser.add_argument("--epochs", type=int)
+    parser.add_argument("--subset", type=int, help="at most this many images per split (a quick run)")
+    parser.add_argument("--image-size", type=int)
+    parser.add_argument("--precision", default="auto", help="auto, float32, mixed_bfloat16 or mixed_float16")
+    parser.add_argument("--strategy", default=None, help="mirrored (every GPU here) or multiworker (TF_CONFIG)")
+    parser.add_argument("--estimate", action="store_true", help="print the estimated duration as JSON; train nothing")
+    args = parser.parse_args(argv)
+    kw = {"epochs": args.epochs, "subset": args.subset, "image_size": args.image_size}
+    if args.estimate:
+        print(json.dumps([estimate_seconds(r, **kw) for r in args.recipes]))
+        return 0
+    from cxr_utils import devices
+
+    strategy = devices.strategy_for(args.strategy)  # first: a multi-worker strategy must exist before any op runs
+    for name in args.recipes:
+        train_recipe(name, precision=args.precision, strategy=strategy, **kw)
+    return 0
 
 
-if __name__ == "__main__":  # pragma: no cover - `python -m cxr_utils.train paper [improved ...]`
-    for name in sys.argv[1:] or ["paper"]:
-        train_recipe(name)
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

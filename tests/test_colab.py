@@ -11,7 +11,6 @@ notices a stale badge.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import re
@@ -20,6 +19,7 @@ import subprocess
 import sys
 import tomllib
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
@@ -209,31 +209,21 @@ def test_setup_cell_rerun_on_colab_does_not_clone_again(path, tmp_path):
 
 
 @pytest.fixture
-def tool(tmp_path, monkeypatch):
-    """tools/notebooks.py loaded fresh, pointed at a copy of pyproject.toml and the lessons in tmp_path."""
+def tool(tmp_path):
+    """A copy of pyproject.toml and the lessons in tmp_path, and ``tools/notebooks.py --root tmp_path``."""
     if not LESSONS:
         pytest.fail("no lessons notebooks/NN_*.ipynb to run the tool on: the course must have lessons")
-    spec = importlib.util.spec_from_file_location("notebooks_tool_under_test", REPO / "tools" / "notebooks.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
     (tmp_path / "notebooks").mkdir()
     shutil.copy2(REPO / "pyproject.toml", tmp_path / "pyproject.toml")
     for path in LESSONS:
         shutil.copy2(path, tmp_path / "notebooks" / path.name)
-    monkeypatch.setattr(module, "REPO", tmp_path)
-    monkeypatch.setattr(module, "NOTEBOOKS", tmp_path / "notebooks")
-    monkeypatch.setattr(module, "PYPROJECT", tmp_path / "pyproject.toml")
-    return module
+    return SimpleNamespace(REPO=tmp_path, NOTEBOOKS=tmp_path / "notebooks")
 
 
-def run_tool(module, monkeypatch, *argv: str) -> int:
-    """Run the tool's command line with ``argv``; return its exit code."""
-    monkeypatch.setattr(sys, "argv", ["notebooks.py", *argv])
-    try:
-        module.main()
-    except SystemExit as exc:
-        return exc.code if isinstance(exc.code, int) else 1
-    return 0
+def run_tool(tool, *argv: str) -> subprocess.CompletedProcess:
+    """Run ``tools/notebooks.py --root <copy> ARGV`` as a user would; return the finished process."""
+    return subprocess.run([sys.executable, str(REPO / "tools" / "notebooks.py"), "--root", str(tool.REPO), *argv],
+                          capture_output=True, text=True, timeout=120)
 
 
 def snapshot(root: Path) -> dict[str, bytes]:
@@ -243,10 +233,10 @@ def snapshot(root: Path) -> dict[str, bytes]:
 FORK = "a-teacher/cxr-course-fork"
 
 
-def test_sync_with_a_new_repository_repoints_the_setting_every_badge_and_every_setup_cell(tool, monkeypatch):
+def test_sync_with_a_new_repository_repoints_the_setting_every_badge_and_every_setup_cell(tool):
     root, old = tool.REPO, repository()
     before = snapshot(root)
-    assert run_tool(tool, monkeypatch, "sync", "--repository", FORK) == 0
+    assert run_tool(tool, "sync", "--repository", FORK).returncode == 0
     assert repository(root / "pyproject.toml") == FORK
     changed = [(a, b) for a, b in zip(before["pyproject.toml"].decode().splitlines(),
                                       (root / "pyproject.toml").read_text().splitlines(), strict=True) if a != b]
@@ -265,30 +255,31 @@ def test_sync_with_a_new_repository_repoints_the_setting_every_badge_and_every_s
             f"sync altered {path.name}")
         title_lines = [ln for ln in source(nb["cells"][0]).splitlines() if "colab-badge" not in ln]
         assert title_lines == [ln for ln in source(orig["cells"][0]).splitlines() if "colab-badge" not in ln]
-    assert run_tool(tool, monkeypatch, "check") == 0
+    assert run_tool(tool, "check").returncode == 0
 
 
-def test_sync_is_idempotent(tool, monkeypatch):
-    assert run_tool(tool, monkeypatch, "sync", "--repository", FORK) == 0
+def test_sync_is_idempotent(tool):
+    assert run_tool(tool, "sync", "--repository", FORK).returncode == 0
     once = snapshot(tool.REPO)
-    assert run_tool(tool, monkeypatch, "sync") == 0
-    assert run_tool(tool, monkeypatch, "sync", "--repository", FORK) == 0
+    assert run_tool(tool, "sync").returncode == 0
+    assert run_tool(tool, "sync", "--repository", FORK).returncode == 0
     assert snapshot(tool.REPO) == once
 
 
-def test_check_fails_when_a_badge_is_stale(tool, monkeypatch, capsys):
-    assert run_tool(tool, monkeypatch, "check") == 0, "the committed lessons should be in step to begin with"
+def test_check_fails_when_a_badge_is_stale(tool):
+    assert run_tool(tool, "check").returncode == 0, "the committed lessons should be in step to begin with"
     stale = LESSONS[0].name
-    assert run_tool(tool, monkeypatch, "sync", "--repository", FORK) == 0
+    assert run_tool(tool, "sync", "--repository", FORK).returncode == 0
     shutil.copy2(LESSONS[0], tool.NOTEBOOKS / stale)  # one lesson still points at the old repository
-    capsys.readouterr()
-    assert run_tool(tool, monkeypatch, "check") == 1
-    report = capsys.readouterr().out
+    checked = run_tool(tool, "check")
+    assert checked.returncode == 1
+    report = checked.stdout
     assert stale in report and "badge" in report.lower(), report
     assert all(p.name not in report for p in LESSONS[1:]), f"only {stale} is stale:\n{report}"
 
 
-def test_sync_refuses_a_repository_that_is_not_owner_slash_name(tool, monkeypatch):
+def test_sync_refuses_a_repository_that_is_not_owner_slash_name(tool):
     before = snapshot(tool.REPO)
-    assert run_tool(tool, monkeypatch, "sync", "--repository", "https://github.com/x/y") != 0
+    refused = run_tool(tool, "sync", "--repository", "https://github.com/x/y")
+    assert refused.returncode == 2 and "OWNER/NAME" in refused.stderr
     assert snapshot(tool.REPO) == before

@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from cxr_utils import CLASSES, data, paths
+from cxr_utils import CLASSES, data, paths, preprocess
 from cxr_utils.images import ImageError, read_image
 
 PER_CLASS = 15  # 9 train, 3 val, 3 test per class
@@ -95,6 +95,35 @@ def test_load_manifest_rejects_unknown_labels_and_splits(data_dir, column, value
         data.load_manifest(bad)
 
 
+@pytest.mark.parametrize(("column", "row", "value", "message"), [
+    ("label", 3, "", r"label.*<empty>"), ("split", 4, "", r"split.*<empty>"), ("path", 5, "", "empty path"),
+    ("path", 6, "DUPLICATE", "more than once")])
+def test_load_manifest_rejects_empty_labels_splits_and_paths_and_repeated_paths(data_dir, column, row, value,
+                                                                                 message):
+    df = pd.read_csv(paths.manifest_path(data_dir))
+    df.loc[row, column] = df.loc[0, "path"] if value == "DUPLICATE" else value
+    bad = data_dir / "bad.csv"
+    df.to_csv(bad, index=False)
+    with pytest.raises(data.ManifestError, match=rf"bad\.csv.*{message}.*cxr-data curate"):
+        data.load_manifest(bad)
+
+
+def test_a_manifest_row_whose_image_was_deleted_names_it_and_the_fix(data_dir):
+    df = data.load_manifest()
+    gone = data_dir / df["path"].iloc[7]
+    gone.unlink()
+    with pytest.raises(ImageError, match=gone.name + ".*file not found.*cxr-data fetch"):
+        data.load_split("train", image_size=40)
+
+
+def test_the_manifest_fingerprint_changes_with_any_cell_and_not_with_a_reread(data_dir):
+    df = data.load_manifest()
+    assert data.manifest_sha256(df) == data.manifest_sha256(data.load_manifest())
+    changed = df.copy()
+    changed.loc[2, "split"] = "val" if changed.loc[2, "split"] != "val" else "test"
+    assert data.manifest_sha256(changed) != data.manifest_sha256(df)
+
+
 def test_load_manifest_accepts_the_manifest_that_cxr_data_curate_writes(curated_data_dir, monkeypatch):
     monkeypatch.setenv("CXR_DATA_DIR", str(curated_data_dir))
     df = data.load_manifest()
@@ -128,7 +157,7 @@ def test_the_cache_is_built_once_and_then_read_without_decoding(data_dir, monkey
     def no_decoding(*args, **kwargs):
         raise AssertionError("an image was decoded although the cache is valid")
 
-    monkeypatch.setattr(data, "read_image", no_decoding)
+    monkeypatch.setattr(preprocess, "read_image", no_decoding)
     again, _ = data.load_split("train", image_size=40)
     np.testing.assert_array_equal(first, again)
 
@@ -214,8 +243,8 @@ def test_an_undecodable_image_raises_naming_it_and_leaves_no_cache_or_temp_file(
 def test_parallel_decoding_gives_the_same_pixels_as_serial(data_dir):
     df = data.load_manifest()
     files = [data_dir / p for p in df["path"]]
-    serial = data.decode_images(files, 36, 3, workers=1, progress=False)
-    parallel = data.decode_images(files, 36, 3, workers=2, progress=False)
+    serial = preprocess.read_many(files, 36, 3, workers=1)
+    parallel = preprocess.read_many(files, 36, 3, workers=2)
     np.testing.assert_array_equal(serial, parallel)
 
 

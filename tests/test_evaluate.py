@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import json
-import os
 import shutil
 
 import numpy as np
 import pandas as pd
 import pytest
 
-from cxr_utils import CLASSES, paper
+from cxr_utils import CLASSES, compare, external, metrics, paper, plots, predictions, runs
 from cxr_utils import evaluate as ev
 
 # A confusion matrix worked out by hand (rows actual, columns predicted): 50 images.
@@ -22,7 +21,7 @@ def _table(y_true, probs, groups=None) -> pd.DataFrame:
     n = len(y_true)
     df = pd.DataFrame({"path": [f"img{i:05d}.png" for i in range(n)], "label": [CLASSES[i] for i in y_true],
                        "split_group": groups if groups is not None else [f"patient{i}" for i in range(n)]})
-    for j, col in enumerate(ev.PROB_COLUMNS):
+    for j, col in enumerate(predictions.PROB_COLUMNS):
         df[col] = np.asarray(probs)[:, j]
     return df
 
@@ -44,11 +43,11 @@ def _from_confusion(cm, confidence=0.8) -> tuple[np.ndarray, np.ndarray]:
 
 def test_confusion_matrix_counts_rows_actual_and_columns_predicted():
     y, p = _from_confusion(HAND)
-    np.testing.assert_array_equal(ev.confusion_matrix(y, p.argmax(1)), HAND)
+    np.testing.assert_array_equal(metrics.confusion_matrix(y, p.argmax(1)), HAND)
 
 
 def test_metrics_of_a_hand_computed_confusion_matrix():
-    m = ev.metrics_from_confusion(HAND)
+    m = metrics.metrics_from_confusion(HAND)
     assert m["accuracy"] == pytest.approx(39 / 50)
     np.testing.assert_allclose(m["precision"], [8 / 10, 15 / 20, 16 / 20])
     np.testing.assert_allclose(m["recall"], [8 / 10, 15 / 20, 16 / 20])
@@ -59,12 +58,12 @@ def test_metrics_of_a_hand_computed_confusion_matrix():
 
 def test_an_empty_class_has_undefined_metrics_and_the_macro_average_skips_it():
     cm = np.array([[0, 0, 0], [0, 5, 1], [0, 2, 7]])
-    m = ev.metrics_from_confusion(cm)
+    m = metrics.metrics_from_confusion(cm)
     assert np.isnan(m["recall"][0]) and np.isnan(m["precision"][0]) and np.isnan(m["f1"][0])
     assert m["specificity"][0] == 1.0  # 15 negatives, none called COVID-19
     assert m["macro_recall"] == pytest.approx((5 / 6 + 7 / 9) / 2)
     # absent but predicted once: precision 0 (defined), recall still undefined
-    m2 = ev.metrics_from_confusion(np.array([[0, 0, 0], [1, 4, 1], [0, 2, 7]]))
+    m2 = metrics.metrics_from_confusion(np.array([[0, 0, 0], [1, 4, 1], [0, 2, 7]]))
     assert m2["precision"][0] == 0.0 and np.isnan(m2["recall"][0]) and m2["f1"][0] == 0.0
 
 
@@ -84,13 +83,13 @@ def test_weights_act_as_repeated_images():
     probs = rng.dirichlet([1, 1, 1], 60)
     w = rng.integers(0, 4, 60)
     rep_y, rep_p = np.repeat(y, w), np.repeat(probs, w, axis=0)
-    np.testing.assert_allclose(ev.confusion_matrix(y, probs.argmax(1), weights=w),
-                               ev.confusion_matrix(rep_y, rep_p.argmax(1)))
-    np.testing.assert_allclose(ev.keras_micro_precision_recall(y, probs, weights=w),
-                               ev.keras_micro_precision_recall(rep_y, rep_p))
-    assert ev.roc_auc(y == 1, probs[:, 1], w) == pytest.approx(ev.roc_auc(rep_y == 1, rep_p[:, 1]))
-    ece = ev.expected_calibration_error(rep_y, rep_p)
-    assert ev.expected_calibration_error(y, probs, weights=w) == pytest.approx(ece)
+    np.testing.assert_allclose(metrics.confusion_matrix(y, probs.argmax(1), weights=w),
+                               metrics.confusion_matrix(rep_y, rep_p.argmax(1)))
+    np.testing.assert_allclose(metrics.keras_micro_precision_recall(y, probs, weights=w),
+                               metrics.keras_micro_precision_recall(rep_y, rep_p))
+    assert metrics.roc_auc(y == 1, probs[:, 1], w) == pytest.approx(metrics.roc_auc(rep_y == 1, rep_p[:, 1]))
+    ece = metrics.expected_calibration_error(rep_y, rep_p)
+    assert metrics.expected_calibration_error(y, probs, weights=w) == pytest.approx(ece)
 
 
 # --- the paper's metrics as Keras computes them ----------------------------------------------------
@@ -103,7 +102,7 @@ def test_keras_style_micro_precision_and_recall_equal_keras_metrics():
     y = rng.integers(0, 3, 300)
     onehot = np.eye(3)[y].astype("float32")
     for probs in (rng.dirichlet([0.6, 0.6, 0.6], 300), rng.uniform(size=(300, 3))):  # softmax-like, and >1 above 0.5
-        precision, recall = ev.keras_micro_precision_recall(y, probs)
+        precision, recall = metrics.keras_micro_precision_recall(y, probs)
         kp, kr = keras.metrics.Precision(), keras.metrics.Recall()
         kp.update_state(onehot, probs.astype("float32"))
         kr.update_state(onehot, probs.astype("float32"))
@@ -117,13 +116,13 @@ def test_auc_equals_scikit_learn_including_ties():
     rng = np.random.default_rng(2)
     positive = rng.uniform(size=200) < 0.3
     scores = np.round(rng.uniform(size=200) + 0.3 * positive, 1)  # coarse: many ties
-    assert ev.roc_auc(positive, scores) == pytest.approx(roc_auc_score(positive, scores))
+    assert metrics.roc_auc(positive, scores) == pytest.approx(roc_auc_score(positive, scores))
 
 
 def test_a_run_reproducing_table_5_reproduces_the_papers_figures_and_falls_inside_its_intervals():
     y, p = _from_confusion(paper.CONFUSION.to_numpy())
     rep = ev.evaluate_predictions(_table(y, p), n_boot=300, name="copy")
-    table = ev.compare_with_paper({"copy": rep})
+    table = compare.compare_with_paper({"copy": rep})
     for key in [("overall", "accuracy"), ("Normal", "recall"), ("Pneumonia", "precision"), ("COVID-19", "specificity")]:
         assert table.loc[key, "copy"] == pytest.approx(table.loc[key, "published"], abs=5e-4)  # rounded in the paper
         assert table.loc[key, "published in copy CI"] == True  # noqa: E712 (a pandas object cell)
@@ -136,10 +135,10 @@ def test_a_run_reproducing_table_5_reproduces_the_papers_figures_and_falls_insid
 
 def test_wilson_interval_matches_newcombes_textbook_values():
     # Newcombe (1998), Stat Med 17:857, Table I, method 3 (score interval without continuity correction)
-    assert ev.wilson_interval(81, 263) == pytest.approx((0.2553, 0.3662), abs=1e-4)
-    assert ev.wilson_interval(15, 148) == pytest.approx((0.0624, 0.1605), abs=1e-4)
-    assert ev.wilson_interval(0, 20) == pytest.approx((0.0, 0.1611), abs=1e-4)
-    assert all(np.isnan(ev.wilson_interval(0, 0)))
+    assert metrics.wilson_interval(81, 263) == pytest.approx((0.2553, 0.3662), abs=1e-4)
+    assert metrics.wilson_interval(15, 148) == pytest.approx((0.0624, 0.1605), abs=1e-4)
+    assert metrics.wilson_interval(0, 20) == pytest.approx((0.0, 0.1611), abs=1e-4)
+    assert all(np.isnan(metrics.wilson_interval(0, 0)))
 
 
 def _patients(n_patients: int, seed: int = 0) -> pd.DataFrame:
@@ -176,10 +175,10 @@ def test_patient_bootstrap_is_wider_than_wilson_when_a_patients_images_agree():
 def test_images_without_a_patient_group_are_resampled_one_by_one():
     df = _patients(8)
     df.loc[:3, "split_group"] = None
-    codes, text = ev.resampling_groups(ev.validate_predictions(df))
+    codes, text = metrics.resampling_groups(predictions.validate_predictions(df))
     assert len(np.unique(codes)) == 4 + 6  # 4 lone images + the 6 intact patients
     assert "4 without a group" in text
-    w = ev.bootstrap_weights(codes, 50, seed=0)
+    w = metrics.bootstrap_weights(codes, 50, seed=0)
     assert w.shape == (50, 16)
     assert (w[:, :4].sum(axis=1) + w[:, 4::2].sum(axis=1) == 10).all()  # each replicate draws 10 units
     assert (w[:, 4::2] == w[:, 5::2]).all()  # a patient's two images always come together
@@ -195,8 +194,8 @@ def _confident(n: int, confidence: float, right: int) -> tuple[np.ndarray, np.nd
 
 
 def test_ece_is_zero_when_confidence_equals_accuracy_and_the_gap_otherwise():
-    assert ev.expected_calibration_error(*_confident(1000, 0.9, 900)) == pytest.approx(0.0, abs=1e-12)
-    assert ev.expected_calibration_error(*_confident(1000, 0.9, 600)) == pytest.approx(0.3)
+    assert metrics.expected_calibration_error(*_confident(1000, 0.9, 900)) == pytest.approx(0.0, abs=1e-12)
+    assert metrics.expected_calibration_error(*_confident(1000, 0.9, 600)) == pytest.approx(0.3)
 
 
 def test_ece_of_a_calibrated_random_model_is_small_and_of_an_overconfident_one_large():
@@ -205,9 +204,9 @@ def test_ece_of_a_calibrated_random_model_is_small_and_of_an_overconfident_one_l
     probs = np.stack([conf, (1 - conf) / 2, (1 - conf) / 2], axis=1)
     y_calibrated = np.where(rng.uniform(size=conf.size) < conf, 0, 1)
     y_overconfident = np.where(rng.uniform(size=conf.size) < conf**3, 0, 1)
-    assert ev.expected_calibration_error(y_calibrated, probs) < 0.015
-    assert ev.expected_calibration_error(y_overconfident, probs) > 0.15
-    table = ev.calibration_table(y_calibrated, probs)
+    assert metrics.expected_calibration_error(y_calibrated, probs) < 0.015
+    assert metrics.expected_calibration_error(y_overconfident, probs) > 0.15
+    table = metrics.calibration_table(y_calibrated, probs)
     assert table["images"].sum() == 20000 and table.loc[:2, "images"].sum() == 0  # nothing below 1/3 confidence
 
 
@@ -217,52 +216,72 @@ def test_ece_of_a_calibrated_random_model_is_small_and_of_an_overconfident_one_l
 def test_mcnemar_exact_matches_a_hand_computation():
     a = np.array([True] * 2 + [False] * 8 + [True] * 30 + [False] * 5)
     b = np.array([False] * 2 + [True] * 8 + [True] * 30 + [False] * 5)
-    result = ev.mcnemar_exact(a, b)
+    result = metrics.mcnemar_exact(a, b)
     # b = 2, c = 8: p = 2 * (C(10,0) + C(10,1) + C(10,2)) / 2^10 = 2 * 56 / 1024
     assert (result["only_a"], result["only_b"]) == (2, 8)
     assert result["p_value"] == pytest.approx(112 / 1024)
-    assert ev.mcnemar_exact(b, a)["p_value"] == pytest.approx(112 / 1024)
-    assert ev.mcnemar_exact(a, a)["p_value"] == 1.0
+    assert metrics.mcnemar_exact(b, a)["p_value"] == pytest.approx(112 / 1024)
+    assert metrics.mcnemar_exact(a, a)["p_value"] == 1.0
 
 
 def test_paired_comparison_counts_agreements_and_bootstraps_the_difference_over_patients():
     df_a = _patients(40)
     df_b = df_a.copy()
-    y = ev.true_labels(df_a)
-    fix = np.flatnonzero(ev.probabilities(df_a).argmax(1) != y)[:10]  # B gets 10 of A's mistakes right
-    probs = ev.probabilities(df_b).copy()
+    y = predictions.true_labels(df_a)
+    fix = np.flatnonzero(predictions.probabilities(df_a).argmax(1) != y)[:10]  # B gets 10 of A's mistakes right
+    probs = predictions.probabilities(df_b).copy()
     probs[fix] = np.eye(3)[y[fix]] * 0.7 + 0.1
-    df_b[list(ev.PROB_COLUMNS)] = probs
-    out = ev.paired_comparison(df_a.sample(frac=1, random_state=0), df_b, ("A", "B"), n_boot=500)
+    df_b[list(predictions.PROB_COLUMNS)] = probs
+    out = compare.paired_comparison(df_a.sample(frac=1, random_state=0), df_b, ("A", "B"), n_boot=500)
     assert out["only B right"] == 10 and out["only A right"] == 0
     assert out["both right"] + out["both wrong"] + 10 == 80
     assert out["difference (B - A)"] == pytest.approx(10 / 80)
     assert 0 < out["difference ci_low"] <= 10 / 80 <= out["difference ci_high"]
     assert out["McNemar exact p"] == pytest.approx(2 / 2**10)
-    with pytest.raises(ev.PredictionsError, match="different images"):
-        ev.paired_comparison(df_a, df_b.iloc[1:], ("A", "B"))
+    with pytest.raises(predictions.PredictionsError, match="different images"):
+        compare.paired_comparison(df_a, df_b.iloc[1:], ("A", "B"))
 
 
 # --- reading predictions ---------------------------------------------------------------------------------
 
 
 def test_a_missing_predictions_file_or_column_is_named_with_the_fix(tmp_path):
-    with pytest.raises(ev.PredictionsError, match="not found; train a run"):
-        ev.load_predictions(tmp_path / "results" / "paper" / "predictions_test.csv")
+    with pytest.raises(predictions.PredictionsError, match="not found; train a run"):
+        predictions.load_predictions(tmp_path / "results" / "paper" / "predictions_test.csv")
     y, p = _from_confusion(HAND)
     _table(y, p).drop(columns="p_Normal").to_csv(tmp_path / "bad.csv", index=False)
-    with pytest.raises(ev.PredictionsError, match=r"bad\.csv.*p_Normal"):
-        ev.load_predictions(tmp_path / "bad.csv")
+    with pytest.raises(predictions.PredictionsError, match=r"bad\.csv.*p_Normal"):
+        predictions.load_predictions(tmp_path / "bad.csv")
+
+
+@pytest.mark.parametrize(("damage", "message"), [
+    (lambda df: df.iloc[:0], "no rows"),
+    (lambda df: df.assign(path=df["path"].where(df.index != 3, "")), r"empty path \(row 4\)"),
+    (lambda df: df.assign(path=df["path"].where(df.index != 3, df["path"].iloc[0])), "more than once"),
+    (lambda df: df.assign(label=df["label"].where(df.index != 5, None)), r"empty label \(row 6"),
+    (lambda df: df.assign(label=df["label"].where(df.index != 5, "Tuberculosis")), "Tuberculosis"),
+    (lambda df: df.assign(p_Normal=df["p_Normal"].where(df.index != 7, np.nan)), r"not numbers in \[0, 1\] \(row 8"),
+    (lambda df: df.assign(p_Normal=df["p_Normal"].where(df.index != 7, 1.5)), r"not numbers in \[0, 1\] \(row 8"),
+    (lambda df: df.assign(p_Normal=df["p_Normal"].where(df.index != 7, -0.1)), r"not numbers in \[0, 1\]"),
+    (lambda df: df.assign(p_Normal=df["p_Normal"].astype(object).where(df.index != 7, "high")), "not numbers"),
+])
+def test_a_damaged_predictions_table_is_refused_naming_what_is_wrong(tmp_path, damage, message):
+    y, p = _from_confusion(HAND)
+    good = _table(y, p)
+    assert len(predictions.validate_predictions(good)) == len(good)
+    damage(good).to_csv(tmp_path / "damaged.csv", index=False)
+    with pytest.raises(predictions.PredictionsError, match=message):
+        predictions.load_predictions(tmp_path / "damaged.csv")
 
 
 def test_report_on_the_real_test_split_resamples_its_patient_groups(curated_data_dir):
     from cxr_utils import data
 
     test = data.load_manifest().query("split == 'test'")
-    y = ev.true_labels(test)
+    y = predictions.true_labels(test)
     probs = np.eye(3)[y] * 0.7 + 0.1
     probs[::7] = np.eye(3)[(y[::7] + 1) % 3] * 0.7 + 0.1  # every 7th image wrong
-    df = test[["path", "label", "split_group"]].assign(**{c: probs[:, j] for j, c in enumerate(ev.PROB_COLUMNS)})
+    df = predictions.predictions_frame(test, probs)
     rep = ev.evaluate_predictions(df, n_boot=200)
     assert rep.n_units == test["split_group"].nunique() < len(test)
     assert rep.overall.loc["accuracy", "k"] == len(test) - len(y[::7])
@@ -274,61 +293,62 @@ def test_report_on_the_real_test_split_resamples_its_patient_groups(curated_data
 
 def test_external_images_lists_both_folders_or_names_what_is_missing(tmp_path, mirror):
     with pytest.raises(FileNotFoundError, match="COVID-19_Radiography_Dataset"):
-        ev.external_images(tmp_path)
+        external.external_images(tmp_path)
     src = sorted((mirror / "chest_xray" / "test" / "NORMAL").glob("*.jpeg"))[:2]
     for folder in ("COVID", "Normal"):
         d = tmp_path / "COVID-19_Radiography_Dataset" / folder
         d.mkdir(parents=True)
         for i, f in enumerate(src):
             shutil.copy(f, d / f"{folder}-{i}.png")  # a JPEG under a .png name, as messy sets have
-    ext = ev.external_images(tmp_path)
+    ext = external.external_images(tmp_path)
     assert ext["label"].value_counts().to_dict() == {"COVID-19": 2, "Normal": 2}
     assert ext["split_group"].isna().all() and not ext["path"].str.startswith("/").any()
 
 
-@pytest.mark.skipif(not os.environ.get("CXR_EXTERNAL_DIR"), reason="CXR_EXTERNAL_DIR not set")
-def test_external_set_holds_300_covid_and_300_normal_images():
-    ext = ev.external_images(os.environ["CXR_EXTERNAL_DIR"])
+def test_external_set_holds_300_covid_and_300_normal_images(external_dir):
+    ext = external.external_images(external_dir)
     assert ext["label"].value_counts().to_dict() == {"COVID-19": 300, "Normal": 300}
 
 
-def test_predict_paths_feeds_the_model_what_the_test_split_gets(tmp_path, mirror):
-    import keras
-
-    from cxr_utils.images import read_image
-
-    files = sorted((mirror / "chest_xray" / "test" / "PNEUMONIA").glob("*.jpeg"))[:3]
-    inputs = keras.Input((24, 24, 1))
-    model = keras.Model(inputs, keras.layers.Flatten()(inputs))  # returns its input pixels
-    got = ev.predict_paths(model, files, image_size=24, channels=1)
-    expected = np.stack([read_image(f, channels=1, size=(24, 24)) for f in files]).reshape(3, -1) / 255.0
-    np.testing.assert_allclose(got, expected, atol=1e-6)
-    assert got.max() <= 1.0
-
-
 def test_run_preprocessing_reads_size_and_channels_and_find_run_wants_a_complete_run(tmp_path):
-    runs = tmp_path / "runs"
-    (runs / "improved-20ep-64px").mkdir(parents=True)
-    run = runs / "improved-20ep-64px"
+    root = tmp_path / "runs"
+    run = root / "improved-20ep-64px"
+    run.mkdir(parents=True)
     (run / "config.json").write_text(json.dumps({"recipe": "improved", "image_size": 64, "channels": 1}))
-    assert ev.run_preprocessing(run) == (64, 1)
+    assert runs.preprocessing(run) == (64, 1)
     (run / "best.keras").write_bytes(b"")
-    assert ev.find_run("improved", runs) is None  # no metrics.json yet: still training
+    assert runs.find_run("improved", root) is None  # no metrics.json yet: still training
     (run / "metrics.json").write_text(json.dumps({"complete": True}))
-    assert ev.find_run("improved", runs) == run
-    assert ev.find_run("paper", runs) is None
-    exact = runs / "improved"
+    assert runs.find_run("improved", root) == run
+    assert runs.find_run("paper", root) is None
+    exact = root / "improved"
     shutil.copytree(run, exact)
-    (exact / "config.json").write_text("{}")
-    assert ev.find_run("improved", runs) == exact  # the recipe as defined wins over variants
-    assert ev.run_preprocessing(exact) == (80, 3)  # the paper's input when the config does not say
+    (exact / "config.json").write_text(json.dumps({"recipe": "improved", "image_size": 128, "channels": 3}))
+    assert runs.find_run("improved", root) == exact  # the recipe as defined wins over variants
+    assert runs.preprocessing(exact) == (128, 3)
+
+
+def test_a_folder_that_is_not_a_course_run_is_named_as_such(tmp_path):
+    with pytest.raises(runs.RunFolderError, match="does not exist"):
+        runs.read_config(tmp_path / "nowhere")
+    with pytest.raises(runs.RunFolderError, match="no config.json"):
+        runs.read_config(tmp_path)
+    (tmp_path / "config.json").write_text("{}")
+    with pytest.raises(runs.RunFolderError, match="not a run configuration"):
+        runs.preprocessing(tmp_path)
+    (tmp_path / "config.json").write_text('{"recipe": "impr')  # truncated
+    with pytest.raises(runs.RunFolderError, match="cannot be read"):
+        runs.read_config(tmp_path)
+    (tmp_path / "config.json").write_text(json.dumps({"recipe": "improved", "image_size": 64}))
+    with pytest.raises(runs.RunFolderError, match="not a complete run"):
+        runs.require_complete(tmp_path)
 
 
 def test_external_summary_compares_covid_recall_and_normal_specificity(tmp_path):
     y_test, p_test = _from_confusion([[9, 0, 1], [1, 8, 1], [0, 0, 5]])
     y_ext, p_ext = _from_confusion([[6, 4, 0], [7, 3, 0], [0, 0, 0]])
     ext = _table(y_ext, p_ext).assign(split_group=None)
-    s = ev.external_summary(_table(y_test, p_test), ext, n_boot=200)
+    s = external.external_summary(_table(y_test, p_test), ext, n_boot=200)
     assert s.loc[("COVID-19 recall", "test"), "estimate"] == 0.9
     assert s.loc[("COVID-19 recall", "external"), "estimate"] == 0.6
     assert s.loc[("Normal specificity for COVID-19", "external"), ["k", "n"]].tolist() == [3, 10]
@@ -340,7 +360,7 @@ def test_external_plot_draws_a_proportion_of_one_without_negative_error_bars():
 
     matplotlib.use("Agg")
     y, p = _from_confusion([[0, 300, 0], [0, 300, 0], [0, 0, 0]])  # everything called Normal (1 - Wilson high = 2e-16)
-    s = ev.external_summary(_table(y, p), _table(y, p).assign(split_group=None), n_boot=50)
+    s = external.external_summary(_table(y, p), _table(y, p).assign(split_group=None), n_boot=50)
     assert s.loc[("Normal recall", "external"), "estimate"] == 1.0
-    fig = ev.plot_external({"all Normal": s})
+    fig = plots.plot_external({"all Normal": s})
     assert len(fig.axes) == 1

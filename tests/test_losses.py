@@ -162,7 +162,8 @@ def test_loss_share_without_weights_is_the_class_frequency():
 def test_class_weights_from_the_curated_manifest_match_scikit_learn_on_its_training_labels(curated_data_dir):
     from sklearn.utils.class_weight import compute_class_weight
 
-    from cxr_utils.data import label_indices, load_manifest
+    from cxr_utils import label_indices
+    from cxr_utils.data import load_manifest
 
     manifest = load_manifest()
     train = manifest[manifest["split"] == "train"]

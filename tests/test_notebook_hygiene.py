@@ -11,7 +11,6 @@ from __future__ import annotations
 import ast
 import base64
 import copy
-import importlib.util
 import io
 import json
 import re
@@ -24,6 +23,8 @@ import nbformat
 import numpy as np
 import pytest
 from PIL import Image
+
+from cxr_utils import lessons
 
 REPO = Path(__file__).resolve().parents[1]
 NOTEBOOKS = REPO / "notebooks"
@@ -232,20 +233,12 @@ def test_notebook_tool_check_passes_on_the_committed_lessons():
 # --- each check fires on a lesson with one defect -----------------------------------------------
 
 
-def _notebook_tool():
-    spec = importlib.util.spec_from_file_location("notebooks_tool_for_hygiene", REPO / "tools" / "notebooks.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 @pytest.fixture
 def lesson():
     """The first committed lesson, made clean where a lesson still in progress may not be (header
     synced by tools/notebooks.py, execution counts 1, 2, 3, ...): (name, notebook dict)."""
     assert LESSONS, "no committed lesson to build broken copies from: the course must have lessons"
-    tool = _notebook_tool()
-    nb = tool.synced(load(LESSONS[0]), LESSONS[0].name, tool.repository_setting())
+    nb = lessons.synced(load(LESSONS[0]), LESSONS[0].name, lessons.repository_setting())
     for count, cell in enumerate(_code_cells(nb), start=1):
         cell["execution_count"] = count
         for out in cell.get("outputs", []):

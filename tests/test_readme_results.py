@@ -14,7 +14,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from cxr_utils import CLASSES
+from cxr_utils import CLASSES, metrics
 from cxr_utils import evaluate as ev
 
 REPO = Path(__file__).resolve().parents[1]
@@ -39,10 +39,10 @@ def test_accuracy_and_recalls_with_their_intervals_match_the_committed_predictio
     report = ev.evaluate_predictions(df, n_boot=2000, seed=0)
     col = COLUMNS[run]
     acc = report.overall.loc["accuracy"]
-    assert table["test accuracy"][col] == ev.interval_text(acc["estimate"], acc["ci_low"], acc["ci_high"])
+    assert table["test accuracy"][col] == metrics.interval_text(acc["estimate"], acc["ci_low"], acc["ci_high"])
     for c in CLASSES:
         r = report.per_class.loc[(c, "recall")]
-        expected = f"{ev.interval_text(r['estimate'], r['ci_low'], r['ci_high'])} ({r['k']:.0f}/{r['n']:.0f})"
+        expected = f"{metrics.interval_text(r['estimate'], r['ci_low'], r['ci_high'])} ({r['k']:.0f}/{r['n']:.0f})"
         assert table[f"recall {c}"][col] == expected, (run, c)
 
 

@@ -22,8 +22,10 @@ from pathlib import Path
 
 import pytest
 
-from cxr_utils import sources
-from cxr_utils.sources import SOURCES, git_blob_sha1, safe_join
+from cxr_utils import fetch, paths, sources
+from cxr_utils.fetch import git_blob_sha1
+from cxr_utils.paths import safe_join
+from cxr_utils.sources import SOURCES
 
 FIG1 = SOURCES["figure1"]
 
@@ -32,7 +34,7 @@ FIG1 = SOURCES["figure1"]
 def full_fetch(tmp_path_factory, mirror):
     """One complete fetch from the mirror into a fresh data root (done once: ~76 MB, 6.6k files)."""
     root = tmp_path_factory.mktemp("full") / "data"
-    return root, sources.fetch(root=root, mirror=mirror, progress=False)
+    return root, fetch.fetch(root=root, mirror=mirror, progress=False)
 
 
 @pytest.fixture
@@ -47,12 +49,12 @@ def mini_mirror(tmp_path, mirror) -> Path:
 
 
 def _report_rows(root: Path) -> list[dict[str, str]]:
-    with open(root / "raw" / sources.REPORT_NAME, encoding="utf-8", newline="") as f:
+    with open(root / "raw" / fetch.REPORT_NAME, encoding="utf-8", newline="") as f:
         return list(csv.DictReader(f))
 
 
 def _mirror_files(folder: Path) -> list[str]:
-    return sources.list_source_files(FIG1, folder)
+    return fetch.list_source_files(FIG1, folder)
 
 
 # ------------------------------------------------------------------ mirror
@@ -63,7 +65,7 @@ def test_a_full_mirror_fetch_copies_every_source_file_and_counts_the_shortfall(f
     assert report.ok, report.summary()
     for status in report.statuses:
         src = SOURCES[status.key]
-        in_mirror = sources.list_source_files(src, sources._mirror_origin(src, mirror))
+        in_mirror = fetch.list_source_files(src, fetch._mirror_origin(src, mirror))
         assert status.stats.copied == len(in_mirror)
         assert status.n_present == len([f for f in in_mirror if f != src.metadata_file])
         if src.kaggle_handle:
@@ -78,7 +80,7 @@ def test_a_full_mirror_fetch_copies_every_source_file_and_counts_the_shortfall(f
 
 def test_a_second_fetch_from_the_mirror_copies_nothing_and_says_so(full_fetch, mirror):
     root, first = full_fetch
-    second = sources.fetch(root=root, mirror=mirror, progress=False)
+    second = fetch.fetch(root=root, mirror=mirror, progress=False)
     assert second.ok
     assert second.copied == 0
     assert sum(s.stats.skipped for s in second.statuses) == first.copied
@@ -87,7 +89,7 @@ def test_a_second_fetch_from_the_mirror_copies_nothing_and_says_so(full_fetch, m
 
 def test_copies_from_a_read_only_mirror_are_writable_and_the_mirror_is_untouched(tmp_path, mini_mirror):
     before = {p: p.stat().st_mtime_ns for p in mini_mirror.rglob("*")}
-    report = sources.fetch(["figure1"], root=tmp_path / "data", mirror=mini_mirror, progress=False)
+    report = fetch.fetch(["figure1"], root=tmp_path / "data", mirror=mini_mirror, progress=False)
     assert report.ok, report.summary()
     copies = [p for p in (tmp_path / "data/raw" / FIG1.folder).rglob("*") if p.is_file()]
     assert len(copies) == len(_mirror_files(mini_mirror / FIG1.folder)) == 56
@@ -107,18 +109,18 @@ def test_an_interrupted_copy_leaves_no_file_that_counts_and_a_rerun_completes(tm
             raise KeyboardInterrupt
         return real_copy(src, dst)
 
-    monkeypatch.setattr(sources.shutil, "copyfile", copy_then_die_on_the_tenth)
+    monkeypatch.setattr(fetch.shutil, "copyfile", copy_then_die_on_the_tenth)
     with pytest.raises(KeyboardInterrupt):
-        sources.fetch(["figure1"], root=root, mirror=mini_mirror, progress=False)
+        fetch.fetch(["figure1"], root=root, mirror=mini_mirror, progress=False)
     interrupted = written[-1]
-    assert interrupted.name.endswith(sources.PART_SUFFIX)
-    final = interrupted.with_name(interrupted.name.removesuffix(sources.PART_SUFFIX))
+    assert interrupted.name.endswith(fetch.PART_SUFFIX)
+    final = interrupted.with_name(interrupted.name.removesuffix(fetch.PART_SUFFIX))
     assert not final.exists() and not interrupted.exists()
-    status = sources.verify_source("figure1", root, progress=False)
+    status = fetch.verify_source("figure1", root, progress=False)
     assert status.n_present == 8  # metadata.csv and 8 images were complete before the interruption
 
     monkeypatch.undo()
-    report = sources.fetch(["figure1"], root=root, mirror=mini_mirror, progress=False)
+    report = fetch.fetch(["figure1"], root=root, mirror=mini_mirror, progress=False)
     assert report.ok and report.statuses[0].n_present == 55
     assert report.copied == 56 - 9
     original = mini_mirror / FIG1.folder / final.relative_to(root / "raw" / FIG1.folder)
@@ -127,18 +129,18 @@ def test_an_interrupted_copy_leaves_no_file_that_counts_and_a_rerun_completes(tm
 
 def test_verification_flags_a_truncated_jpeg_and_the_next_fetch_replaces_it(tmp_path, mini_mirror):
     root = tmp_path / "data"
-    assert sources.fetch(["figure1"], root=root, mirror=mini_mirror, progress=False).ok
+    assert fetch.fetch(["figure1"], root=root, mirror=mini_mirror, progress=False).ok
     victim = root / "raw" / FIG1.folder / "images" / "COVID-00001.jpg"
     size = victim.stat().st_size
     os.truncate(victim, size // 2)
-    status = sources.verify(["figure1"], root, progress=False).statuses[0]
+    status = fetch.verify(["figure1"], root, progress=False).statuses[0]
     assert [p for p, _ in status.undecodable] == [f"raw/{FIG1.folder}/images/COVID-00001.jpg"]
     assert "truncated" in status.undecodable[0][1]
     assert any("do not decode" in w for w in status.warnings())
     rows = _report_rows(root)
     assert [r["problem"] for r in rows if r["path"].endswith("COVID-00001.jpg")] == ["undecodable"]
 
-    again = sources.fetch(["figure1"], root=root, mirror=mini_mirror, progress=False)
+    again = fetch.fetch(["figure1"], root=root, mirror=mini_mirror, progress=False)
     assert again.copied == 1 and again.statuses[0].undecodable == []
     assert victim.stat().st_size == size
 
@@ -149,7 +151,7 @@ def test_a_symlink_in_the_mirror_leading_outside_is_refused_not_copied(tmp_path,
     images = mini_mirror / FIG1.folder / "images"
     images.chmod(0o755)
     (images / "ZZ-evil.jpg").symlink_to(outside)
-    report = sources.fetch(["figure1"], root=tmp_path / "data", mirror=mini_mirror, progress=False)
+    report = fetch.fetch(["figure1"], root=tmp_path / "data", mirror=mini_mirror, progress=False)
     assert not report.ok
     assert [rel for rel, _ in report.statuses[0].unsafe] == ["images/ZZ-evil.jpg"]
     assert not (tmp_path / "data/raw" / FIG1.folder / "images" / "ZZ-evil.jpg").exists()
@@ -164,7 +166,7 @@ def test_a_metadata_row_naming_a_file_outside_the_source_is_reported_as_unsafe(t
     text = meta.read_text(encoding="utf-8")
     first_name = next(csv.DictReader(io.StringIO(text)))["imagename"]
     meta.write_text(text.replace(first_name, "../../../../etc/passwd", 1), encoding="utf-8")
-    status = sources.fetch(["actualmed"], root=tmp_path / "data", mirror=top, progress=False).statuses[0]
+    status = fetch.fetch(["actualmed"], root=tmp_path / "data", mirror=top, progress=False).statuses[0]
     assert [detail for _, detail in status.unsafe if "etc/passwd" in detail]
     assert status.problems()
 
@@ -175,7 +177,7 @@ def test_a_metadata_row_naming_a_file_outside_the_source_is_reported_as_unsafe(t
 @pytest.mark.parametrize("name", ["../x.jpg", "images/../../x.jpg", "/etc/passwd", "C:\\x.jpg",
                                   "images\\..\\..\\x.jpg", ""])
 def test_safe_join_refuses_names_that_leave_the_folder(tmp_path, name):
-    with pytest.raises(sources.UnsafePathError, match="(?i)refused file name"):
+    with pytest.raises(paths.UnsafePathError, match="(?i)refused file name"):
         safe_join(tmp_path, name)
 
 
@@ -191,7 +193,7 @@ def test_safe_join_refuses_a_symlink_leading_outside(tmp_path):
     base, outside = tmp_path / "base", tmp_path / "outside"
     base.mkdir(), outside.mkdir()
     (base / "images").symlink_to(outside)
-    with pytest.raises(sources.UnsafePathError, match="symbolic link"):
+    with pytest.raises(paths.UnsafePathError, match="symbolic link"):
         safe_join(base, "images/a.jpg")
 
 
@@ -253,7 +255,7 @@ def github(tmp_path, mirror, monkeypatch):
 
 
 def _http_fetch(root, github):
-    return sources.fetch(["figure1"], root=root, mirror=None, progress=False, workers=4,
+    return fetch.fetch(["figure1"], root=root, mirror=None, progress=False, workers=4,
                          github_api=github["api"], github_raw=github["raw"])
 
 
@@ -264,7 +266,7 @@ def test_download_checks_each_blob_sha_and_a_second_run_downloads_nothing(tmp_pa
     assert first.copied == len(github["files"]) == 56  # README.md is not wanted
     for rel in github["files"]:
         assert (root / "raw" / FIG1.folder / rel).read_bytes() == (mirror / FIG1.folder / rel).read_bytes()
-    assert not list((root / "raw").rglob("*" + sources.PART_SUFFIX))
+    assert not list((root / "raw").rglob("*" + fetch.PART_SUFFIX))
     second = _http_fetch(root, github)
     assert second.copied == 0 and second.statuses[0].stats.skipped == 56
 
@@ -280,7 +282,7 @@ def test_a_download_whose_bytes_do_not_match_the_blob_sha_is_discarded(tmp_path,
     assert [p for p, _ in report.statuses[0].failed] == ["images/COVID-00002.jpg"]
     assert "git blob" in report.statuses[0].failed[0][1]
     dest = root / "raw" / FIG1.folder / "images/COVID-00002.jpg"
-    assert not dest.exists() and not sources.part_path(dest).exists()
+    assert not dest.exists() and not fetch.part_path(dest).exists()
     assert report.statuses[0].n_present == 54
 
 
@@ -295,10 +297,10 @@ def test_a_truncated_part_file_is_completed_by_resuming_or_restarting(tmp_path, 
     entry, data = _entry(github, rel), (github["served_raw"] / rel).read_bytes()
     dest = tmp_path / "images" / "COVID-00003a.jpg"
     dest.parent.mkdir()
-    sources.part_path(dest).write_bytes(data[: len(data) // 3])  # as a killed download leaves it
+    fetch.part_path(dest).write_bytes(data[: len(data) // 3])  # as a killed download leaves it
     url = f"{github['raw']}/{FIG1.github_repo}/{FIG1.github_commit}/{rel}"
-    sources.download_file(url, dest, entry["size"], entry["sha"])
-    assert dest.read_bytes() == data and not sources.part_path(dest).exists()
+    fetch.download_file(url, dest, entry["size"], entry["sha"])
+    assert dest.read_bytes() == data and not fetch.part_path(dest).exists()
     assert github["handler"].seen == [f"bytes={len(data) // 3}-"]
 
 
@@ -307,9 +309,9 @@ def test_a_part_file_with_wrong_bytes_is_discarded_and_downloaded_again(tmp_path
     entry, data = _entry(github, rel), (github["served_raw"] / rel).read_bytes()
     other = (github["served_raw"] / "images/COVID-00005.jpg").read_bytes()
     dest = tmp_path / "COVID-00004.jpg"
-    sources.part_path(dest).write_bytes(other[: len(data) // 2])  # a .part from some other file
+    fetch.part_path(dest).write_bytes(other[: len(data) // 2])  # a .part from some other file
     url = f"{github['raw']}/{FIG1.github_repo}/{FIG1.github_commit}/{rel}"
-    sources.download_file(url, dest, entry["size"], entry["sha"])
+    fetch.download_file(url, dest, entry["size"], entry["sha"])
     assert dest.read_bytes() == data
     assert github["handler"].seen == [f"bytes={len(data) // 2}-", None]  # resumed, failed the check, restarted
 
@@ -330,8 +332,8 @@ def test_find_kaggle_root_skips_macosx_junk_and_takes_the_shallowest_copy(tmp_pa
         for sub in SOURCES["kaggle"].expected_images:
             (tmp_path / top / sub).mkdir(parents=True)
     (tmp_path / "__MACOSX" / "train").mkdir()
-    assert sources.find_kaggle_root(tmp_path) == tmp_path / "chest_xray"
-    assert sources.find_kaggle_root(tmp_path / "__MACOSX" / "train") is None
+    assert fetch.find_kaggle_root(tmp_path) == tmp_path / "chest_xray"
+    assert fetch.find_kaggle_root(tmp_path / "__MACOSX" / "train") is None
 
 
 def test_kaggle_without_credentials_says_which_variables_to_set_and_offers_the_mirror(tmp_path, monkeypatch):
@@ -343,7 +345,7 @@ def test_kaggle_without_credentials_says_which_variables_to_set_and_offers_the_m
 
     monkeypatch.delenv("CXR_DATA_MIRROR", raising=False)
     monkeypatch.setattr(kagglehub, "dataset_download", refuse)
-    report = sources.fetch(["kaggle"], root=tmp_path, progress=False)
+    report = fetch.fetch(["kaggle"], root=tmp_path, progress=False)
     assert not report.ok
     text = report.summary()
     for needed in ("KAGGLE_USERNAME", "KAGGLE_KEY", "kaggle.json", "--mirror", "cxr-data fetch --source kaggle"):
@@ -358,7 +360,7 @@ def test_a_missing_source_names_itself_and_the_command_that_fetches_it(tmp_path)
 
 
 def test_a_mirror_without_the_source_gives_one_error_naming_it(tmp_path, mini_mirror):
-    report = sources.fetch(["kaggle"], root=tmp_path / "data", mirror=mini_mirror, progress=False)
+    report = fetch.fetch(["kaggle"], root=tmp_path / "data", mirror=mini_mirror, progress=False)
     assert not report.ok
     assert report.statuses[0].problems() == [report.statuses[0].fetch_error]
     assert "source 'kaggle'" in report.statuses[0].fetch_error

@@ -16,29 +16,17 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from cxr_utils import CLASSES, losses, schedules, train
+from cxr_utils import CLASSES, losses, paths, predictions, runs, schedules, train
 from cxr_utils import data as cxr_data
 
 SUBSET = 96  # images per split: 3 training batches of 32
+TINY = {"epochs": 4, "subset": SUBSET, "image_size": 64}  # the improved recipe, small and quick (conftest.py)
 
 
 @pytest.fixture(scope="module")
-def runs_dir(tmp_path_factory, curated_data_dir):
-    """A temporary CXR_RUNS_DIR for this module (restored afterwards)."""
-    old = os.environ.get("CXR_RUNS_DIR")
-    path = tmp_path_factory.mktemp("runs")
-    os.environ["CXR_RUNS_DIR"] = str(path)
-    yield path
-    if old is None:
-        os.environ.pop("CXR_RUNS_DIR", None)
-    else:
-        os.environ["CXR_RUNS_DIR"] = old
-
-
-@pytest.fixture(scope="module")
-def tiny_run(runs_dir):
-    """One complete 4-epoch run of the ``improved`` recipe on 96 images per split."""
-    return train.train_recipe("improved", "tiny", epochs=4, subset=SUBSET, verbose=0)
+def runs_dir(curated_data_dir):
+    """The session's own runs folder (CXR_RUNS_DIR, a temporary folder; see conftest.py)."""
+    return paths.runs_dir()
 
 
 class StopAfter(keras.callbacks.Callback):
@@ -85,23 +73,22 @@ def test_best_checkpoint_is_the_epoch_with_the_lowest_validation_loss(tiny_run):
 
 
 def test_best_checkpoint_refuses_to_monitor_anything_but_validation_data(tmp_path):
-    best = train._Callbacks.get("BestOnValidation")
-    assert best(tmp_path / "best.keras").monitor == train.SELECTION_MONITOR == "val_loss"
+    assert train.BestCheckpoint(tmp_path / "best.keras").monitor == train.SELECTION_MONITOR == "val_loss"
     with pytest.raises(ValueError, match="validation"):
-        best(tmp_path / "best.keras", monitor="loss")
+        train.BestCheckpoint(tmp_path / "best.keras", monitor="loss")
 
 
 def test_an_accuracy_monitor_keeps_the_epoch_with_the_highest_validation_accuracy(curated_data_dir, tmp_path):
     keras.utils.set_random_seed(0)
     model = train.build_model(train.resolve_config("improved"))
-    cb = train._Callbacks.get("BestOnValidation")(tmp_path / "best.keras", monitor="val_accuracy")
-    cb.set_model(model)
-    cb.on_train_begin()
-    for epoch, acc in enumerate([0.5, 0.8, 0.7, 0.8]):
-        cb.on_epoch_end(epoch, {"val_accuracy": acc, "val_loss": 1.0})
-    assert (cb.best_epoch, cb.best) == (1, 0.8)
-    assert train.best_index([0.5, 0.8, 0.7, 0.8], "val_accuracy") == 1
-    assert train.best_index([0.5, 0.3, 0.7, 0.3], "val_loss") == 1
+    cb = train.BestCheckpoint(tmp_path / "best.keras", monitor="val_accuracy")
+    saved = [cb.update(epoch, {"val_accuracy": acc, "val_loss": 1.0}, model)
+             for epoch, acc in enumerate([0.5, 0.8, 0.7, 0.8])]
+    assert (cb.best_epoch, cb.best) == (1, 0.8) and saved == [True, True, False, False]
+    assert runs.best_index([0.5, 0.8, 0.7, 0.8], "val_accuracy") == 1
+    assert runs.best_index([0.5, 0.3, 0.7, 0.3], "val_loss") == 1
+    with pytest.raises(KeyError, match="val_accuracy.*validation_data"):
+        cb.update(4, {"loss": 1.0}, model)
 
 
 def test_the_paper_recipe_keeps_its_best_validation_accuracy_epoch_and_says_so():
@@ -117,19 +104,17 @@ def test_saved_best_model_predicts_what_the_model_predicted_before_saving(curate
     x, _ = cxr_data.load_split("val", config["image_size"], subset=32)
     x = x.astype(np.float32) / 255.0
     before = model.predict(x, verbose=0)
-    cb = train._Callbacks.get("BestOnValidation")(tmp_path / "best.keras")
-    cb.set_model(model)
-    cb.on_train_begin()
-    cb.on_epoch_end(0, {"val_loss": 1.0})
+    cb = train.BestCheckpoint(tmp_path / "best.keras")
+    assert cb.update(0, {"val_loss": 1.0}, model)
     after = keras.models.load_model(tmp_path / "best.keras").predict(x, verbose=0)
     np.testing.assert_allclose(after, before, rtol=1e-5, atol=1e-6)
 
 
 def test_load_run_returns_a_model_that_reproduces_the_saved_predictions(tiny_run):
-    model, metrics, history = train.load_run(tiny_run)
+    model, metrics, history = runs.load_run(tiny_run)
     assert len(history) == metrics["epochs_run"]
     saved = pd.read_csv(tiny_run / "predictions_val.csv")
-    assert list(saved.columns) == list(train.PREDICTION_COLUMNS)
+    assert list(saved.columns) == list(predictions.PREDICTION_COLUMNS)
     again = train.predict_split(model, "val", subset=SUBSET)
     assert (again["path"] == saved["path"]).all() and (again["label"] == saved["label"]).all()
     cols = [f"p_{c}" for c in CLASSES]
@@ -149,33 +134,33 @@ def test_predictions_carry_the_manifest_labels_and_split_groups(tiny_run, curate
 
 def test_calling_again_on_a_complete_run_trains_nothing(tiny_run, capsys):
     before = (tiny_run / "history.csv").stat().st_mtime_ns, (tiny_run / "metrics.json").read_text()
-    assert train.train_recipe("improved", "tiny", epochs=4, subset=SUBSET) == tiny_run
+    assert train.train_recipe("improved", "tiny", **TINY) == tiny_run
     assert "is complete: nothing to train" in capsys.readouterr().out
     assert ((tiny_run / "history.csv").stat().st_mtime_ns, (tiny_run / "metrics.json").read_text()) == before
 
 
 def test_a_different_configuration_in_the_same_folder_is_refused(tiny_run):
     with pytest.raises(ValueError, match="different configuration.*epochs"):
-        train.train_recipe("improved", "tiny", epochs=5, subset=SUBSET, verbose=0)
+        train.train_recipe("improved", "tiny", verbose=0, **{**TINY, "epochs": 5})
 
 
 def test_interrupted_run_is_not_complete_and_the_next_call_resumes_it(runs_dir, tiny_run, capsys):
     with pytest.raises(KeyboardInterrupt):
-        train.train_recipe("improved", "interrupted", epochs=4, subset=SUBSET, extra_callbacks=[StopAfter(1)])
+        train.train_recipe("improved", "interrupted", extra_callbacks=[StopAfter(1)], **TINY)
     folder = runs_dir / "interrupted"
-    assert not train.is_complete(folder)
+    assert not runs.is_complete(folder)
     assert not (folder / "metrics.json").exists()
     with pytest.raises(FileNotFoundError, match="not a complete run"):
-        train.load_run(folder)
+        runs.load_run(folder)
     capsys.readouterr()
-    train.train_recipe("improved", "interrupted", epochs=4, subset=SUBSET)
+    train.train_recipe("improved", "interrupted", **TINY)
     out = capsys.readouterr().out
     # The interruption came after epoch 2 was logged but before it was backed up: epoch 2 is trained again.
     assert "resuming after epoch 1 of 4" in out
     assert "epoch 1/4" not in out and "epoch 2/4" in out and "epoch 4/4" in out
     history = pd.read_csv(folder / "history.csv")
     assert history["epoch"].tolist() == [0, 1, 2, 3]
-    assert train.is_complete(folder)
+    assert runs.is_complete(folder)
     # the step counter (and so the schedule) was restored: epoch 2 ran at the rate of its own steps
     config = json.loads((folder / "config.json").read_text())
     steps = -(-SUBSET // config["batch_size"])
@@ -194,13 +179,14 @@ def test_interrupted_run_is_not_complete_and_the_next_call_resumes_it(runs_dir, 
 
 def test_restart_discards_an_interrupted_run_and_trains_from_the_first_epoch(runs_dir, capsys):
     with pytest.raises(KeyboardInterrupt):
-        train.train_recipe("improved", "restarted", epochs=2, subset=SUBSET, extra_callbacks=[StopAfter(0)])
+        train.train_recipe("improved", "restarted", extra_callbacks=[StopAfter(1)], **{**TINY, "epochs": 2})
+    assert (runs_dir / "restarted" / "backup" / "state.json").is_file()  # epoch 1 was backed up: resumable
     capsys.readouterr()
-    train.train_recipe("improved", "restarted", epochs=2, subset=SUBSET, restart=True)
+    train.train_recipe("improved", "restarted", restart=True, **{**TINY, "epochs": 2})
     out = capsys.readouterr().out
     assert "restart: removing" in out and "resuming" not in out and "epoch 1/2" in out
     assert pd.read_csv(runs_dir / "restarted" / "history.csv")["epoch"].tolist() == [0, 1]
-    assert train.is_complete(runs_dir / "restarted")
+    assert runs.is_complete(runs_dir / "restarted")
 
 
 def test_a_metrics_file_not_marked_complete_does_not_make_a_run_complete(tiny_run, tmp_path):
@@ -208,16 +194,16 @@ def test_a_metrics_file_not_marked_complete_does_not_make_a_run_complete(tiny_ru
     copy.mkdir()
     (copy / "best.keras").write_bytes((tiny_run / "best.keras").read_bytes())
     (copy / "metrics.json").write_text('{"recipe": "improved", "comp')  # truncated
-    assert not train.is_complete(copy)
+    assert not runs.is_complete(copy)
     (copy / "metrics.json").write_text((tiny_run / "metrics.json").read_text())
-    assert train.is_complete(copy)
+    assert runs.is_complete(copy)
     (copy / "best.keras").unlink()
-    assert not train.is_complete(copy)
+    assert not runs.is_complete(copy)
 
 
 def test_export_results_copies_the_small_files_and_never_the_weights(tiny_run, tmp_path):
-    copied = train.export_results(tiny_run, tmp_path / "improved")
-    assert sorted(p.name for p in (tmp_path / "improved").iterdir()) == sorted(train.RESULT_FILES)
+    copied = runs.export_results(tiny_run, tmp_path / "improved")
+    assert sorted(p.name for p in (tmp_path / "improved").iterdir()) == sorted(runs.RESULT_FILES)
     assert all(p.stat().st_size < 1_000_000 for p in copied)
     assert (tmp_path / "improved" / "metrics.json").read_text() == (tiny_run / "metrics.json").read_text()
 
@@ -247,16 +233,10 @@ def test_unknown_recipe_names_the_known_ones():
         train.resolve_config("fast")
 
 
-def test_candidates_resolve_and_their_committed_configs_are_exactly_those_settings():
-    """results/candidates/<name>/config.json was trained under a working name; every other setting must match."""
+def test_candidates_are_named_after_their_committed_folders_and_never_shadow_a_recipe():
     results = Path(__file__).resolve().parents[1] / "results" / "candidates"
     assert set(train.CANDIDATES) == {p.name for p in results.iterdir() if p.is_dir()}
-    for name in train.CANDIDATES:
-        committed = json.loads((results / name / "config.json").read_text())
-        resolved = json.loads(json.dumps(train.resolve_config(name)))
-        differs = {k for k in committed.keys() | resolved.keys() if committed.get(k) != resolved.get(k)}
-        assert differs <= {"recipe", "description", "notes"}, (name, differs)
-        assert set(train.CANDIDATES) & set(train.RECIPES) == set()
+    assert set(train.CANDIDATES) & set(train.RECIPES) == set() and set(train.EARLIER) & set(train.RECIPES) == set()
     with pytest.raises(ValueError, match="candidate.*improved_std128"):
         train.resolve_config("fast")
 
@@ -269,9 +249,9 @@ def test_a_run_with_a_standardising_model_reloads_in_a_fresh_python(tmp_path):
     from cxr_utils import models
 
     keras.utils.set_random_seed(0)
-    models.efficient_cnn(32, standardize=True, width=0.25).save(tmp_path / train.BEST_MODEL_FILE)
-    code = ("import sys; from pathlib import Path; from cxr_utils import train; "
-            "m = train._load_best(Path(sys.argv[1])); print(type(m.get_layer('standardize')).__name__)")
+    models.efficient_cnn(32, standardize=True, width=0.25).save(tmp_path / runs.BEST_MODEL_FILE)
+    code = ("import sys; from cxr_utils import runs; "
+            "m = runs.load_model(sys.argv[1]); print(type(m.get_layer('standardize')).__name__)")
     out = subprocess.run([sys.executable, "-c", code, str(tmp_path)], capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.strip().splitlines()[-1] == "PerImageStandardization"
@@ -285,17 +265,74 @@ def test_default_run_names_of_recipes_and_candidates():
 
 
 def test_candidate_summary_recomputes_the_committed_test_accuracy():
-    """tools/candidates.py: its test accuracy is the share of argmax hits in each committed predictions file."""
-    import importlib.util
+    """compare.runs_table (tools/candidates.py): test accuracy is the share of argmax hits in each predictions file."""
+    from cxr_utils.compare import runs_table
 
     repo = Path(__file__).resolve().parents[1]
-    spec = importlib.util.spec_from_file_location("candidates_tool", repo / "tools" / "candidates.py")
-    tool = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(tool)
-    table = tool.summary(n_boot=50)
+    folders = {"improved_v1": repo / "results" / "improved_v1"}
+    folders.update({name: repo / "results" / "candidates" / name for name in train.CANDIDATES})
+    table = runs_table(folders, n_boot=50)
     assert set(table.index) == {"improved_v1", *train.CANDIDATES}
     for name, row in table.iterrows():
-        folder = repo / "results" / ("improved_v1" if name == "improved_v1" else f"candidates/{name}")
-        df = pd.read_csv(folder / "predictions_test.csv")
+        df = pd.read_csv(folders[name] / "predictions_test.csv")
         hits = (df[[f"p_{c}" for c in CLASSES]].to_numpy().argmax(1) == df["label"].map(CLASSES.index)).mean()
         assert row["test accuracy"].startswith(f"{hits:.3f} ["), (name, row["test accuracy"], hits)
+    committed = pd.read_csv(repo / "results" / "candidates" / "summary.csv", index_col="run")
+    again = runs_table(folders)  # what tools/candidates.py writes: the committed summary is up to date
+    assert committed.astype(str).to_dict() == again.astype(str).to_dict()
+
+
+def test_two_runs_one_beside_a_cpu_heavy_process_give_identical_histories_and_predictions(runs_dir, tiny_run):
+    import subprocess
+    import sys
+
+    hogs = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(os.cpu_count() or 2)]
+    try:
+        again = train.train_recipe("improved", "tiny-loaded", verbose=0, **TINY)
+    finally:
+        for hog in hogs:
+            hog.kill()
+    curves = ["loss", "accuracy", "val_loss", "val_accuracy", "learning_rate"]
+    pd.testing.assert_frame_equal(pd.read_csv(again / "history.csv")[curves],
+                                  pd.read_csv(tiny_run / "history.csv")[curves])
+    for name in ("predictions_val.csv", "predictions_test.csv"):
+        assert (again / name).read_bytes() == (tiny_run / name).read_bytes()
+    config = json.loads((again / "config.json").read_text())
+    assert config["deterministic"] is True
+
+
+def test_a_run_folder_of_other_data_is_refused_and_restart_is_the_way_out(runs_dir, tiny_run):
+    import shutil
+
+    stale = runs_dir / "stale"
+    shutil.copytree(tiny_run, stale)
+    config = json.loads((stale / "config.json").read_text())
+    config["data"]["manifest_sha256"] = "0" * 64  # as if trained before the manifest changed
+    (stale / "config.json").write_text(json.dumps(config))
+    with pytest.raises(ValueError, match="'runs/stale' was trained on other data.*restart=True"):
+        train.train_recipe("improved", "stale", verbose=0, **TINY)
+    assert (stale / "best.keras").is_file()  # refused: nothing was removed or trained
+
+
+def test_a_keras_that_keeps_dropouts_random_state_elsewhere_stops_a_backup_with_a_clear_message(monkeypatch,
+                                                                                                tmp_path):
+    from cxr_utils import models
+
+    model = models.efficient_cnn(32, width=0.25)
+    assert len(train.Backup.seed_states(model)) == 1  # this Keras: the one dropout layer's state is found
+    monkeypatch.setattr(train, "SEED_STATE_SUFFIX", "state_that_keras_does_not_have")
+    with pytest.raises(train.ResumeError, match=r"Keras .* dropout's random state.*pinned keras"):
+        train.Backup(tmp_path).save(model, 1)
+    assert not (tmp_path / "state.json").exists()
+
+
+def test_a_damaged_backup_is_refused_with_the_way_out(tmp_path):
+    backup = train.Backup(tmp_path)
+    assert backup.epochs_done() == 0
+    (tmp_path / "state.json").write_text('{"epochs_done": 1, "model": "model_1.keras", "seed_states": "s.npz"}')
+    assert backup.epochs_done() == 1
+    with pytest.raises(train.ResumeError, match="cannot be read.*restart=True"):
+        backup.restore()
+    (tmp_path / "state.json").write_text('{"epochs_do')
+    with pytest.raises(train.ResumeError, match="cannot be read.*restart=True"):
+        backup.epochs_done()

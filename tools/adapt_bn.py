@@ -15,29 +15,24 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-import numpy as np
-
-from cxr_utils import CLASSES, data, models, train
-from cxr_utils import evaluate as ev
+from cxr_utils import data, metrics, models, preprocess, runs, train
 
 
 def evaluate(model, size: int, channels: int) -> dict[str, float]:
-    """Accuracy and recall per class of ``model`` on the test split, from ``train.predict_split``."""
-    df = train.predict_split(model, "test", image_size=size, channels=channels)
-    cm = ev.confusion_matrix(ev.true_labels(df), ev.probabilities(df).argmax(axis=1))
-    return {"accuracy": float(np.trace(cm) / cm.sum()),
-            **{f"recall {c}": float(cm[i, i] / cm[i].sum()) for i, c in enumerate(CLASSES)}}
+    """Accuracy and recall per class of ``model`` on the test split (:func:`cxr_utils.metrics.summary`)."""
+    s = metrics.summary(train.predict_split(model, "test", image_size=size, channels=channels))
+    return {"accuracy": s["accuracy"], **{f"recall {c}": r for c, r in s["recall"].items()}}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("run", type=Path, help="a complete run folder (with best.keras)")
     args = parser.parse_args()
-    model, metrics, _ = train.load_run(args.run)
-    size, channels = metrics["image_size"], model.input_shape[-1]
+    model, _, _ = runs.load_run(args.run)
+    size, channels = runs.preprocessing(args.run)
     x_test, _ = data.load_split("test", size, channels)  # images only: AdaBN never sees a label
     x_train, _ = data.load_split("train", size, channels, subset=1500, seed=0)
-    x_test, x_train = x_test.astype(np.float32) / 255.0, x_train.astype(np.float32) / 255.0
+    x_test, x_train = preprocess.scale(x_test), preprocess.scale(x_train)
     rows = {"as trained": model,
             "running statistics from 1,500 training images": models.recalibrate_batchnorm(model, x_train),
             "running statistics from the test images (no labels)": models.recalibrate_batchnorm(model, x_test)}

@@ -10,8 +10,19 @@ dependencies into it. Only the standard library is used here, so this runs on a 
 Options:
     --mirror DIR     read the sources from a local mirror instead of the network
                      (same as setting CXR_DATA_MIRROR=DIR)
+    --external DIR   the external test collection (same as CXR_EXTERNAL_DIR=DIR): lessons 07-08 and the
+                     tests that need it use it
     --lessons 01 03  run only these lessons (``run`` only)
+    --quick          train 2-epoch versions of the recipes on 600 images per split into their own run
+                     folders instead of the full reproduction (``run`` only; results/ is never touched)
+    --strategy S     train on several devices: ``mirrored`` (every GPU of this machine) (``run`` only)
     --no-venv        use the current interpreter (e.g. an activated conda env) instead of .venv
+
+After fetching and curating, ``run`` hands over to ``python -m cxr_utils.lessons run``, which executes
+the lessons with papermill into ``runs/notebooks/`` and shows the lesson, each training epoch (loss,
+accuracy, seconds) and the time left by the lesson's own estimate; TensorFlow's and the kernel's
+start-up noise is left out (it stays in the executed notebooks); an error shows the end of what the
+lesson printed.
 """
 
 from __future__ import annotations
@@ -74,13 +85,6 @@ def run(cmd: list[str], env: dict[str, str]) -> None:
         sys.exit(proc.returncode)
 
 
-def lesson_paths(selected: list[str] | None) -> list[Path]:
-    lessons = sorted((REPO / "notebooks").glob("[0-9][0-9]_*.ipynb"))
-    if selected:
-        lessons = [p for p in lessons if p.name[:2] in selected]
-    return lessons
-
-
 def cmd_run(args: argparse.Namespace, py: Path, env: dict[str, str]) -> None:
     t0 = time.time()
     fetch = [str(py), "-m", "cxr_utils.cli", "fetch"]
@@ -88,23 +92,11 @@ def cmd_run(args: argparse.Namespace, py: Path, env: dict[str, str]) -> None:
         fetch += ["--mirror", args.mirror]
     run(fetch, env)
     run([str(py), "-m", "cxr_utils.cli", "curate"], env)
-    out_dir = Path(env.get("CXR_RUNS_DIR") or REPO / "runs") / "notebooks"
-    out_dir.mkdir(parents=True, exist_ok=True)
-    timings = []
-    for nb in lesson_paths(args.lessons):
-        say(f"executing {nb.name} ...")
-        t = time.time()
-        run(
-            [str(py), "-m", "papermill", str(nb), str(out_dir / nb.name),
-             "--cwd", str(REPO / "notebooks"), "--kernel", "python3", "--no-progress-bar"],
-            env,
-        )
-        timings.append((nb.name, time.time() - t))
-    print()
-    for name, secs in timings:
-        print(f"  {name:<40s} {secs / 60:5.1f} min")
-    rel = out_dir.relative_to(REPO) if out_dir.is_relative_to(REPO) else out_dir
-    print(f"Course complete: {len(timings)} lessons executed into {rel}/ in {(time.time() - t0) / 60:.1f} min.")
+    cmd = [str(py), "-m", "cxr_utils.lessons", "run", *(args.lessons or [])]
+    cmd += ["--quick"] if args.quick else []
+    cmd += ["--strategy", args.strategy] if args.strategy else []
+    run(cmd, env)
+    say(f"everything took {(time.time() - t0) / 60:.1f} min")
 
 
 def cmd_test(args: argparse.Namespace, py: Path, env: dict[str, str]) -> None:
@@ -112,7 +104,8 @@ def cmd_test(args: argparse.Namespace, py: Path, env: dict[str, str]) -> None:
         say("error: the tests read the offline data mirror. Set CXR_DATA_MIRROR=DIR or pass --mirror DIR")
         say("       (in a checkout next to the course's shared/ folder: --mirror ../shared/cxr-mirror).")
         sys.exit(2)
-    run([str(py), "-m", "pytest", "--nbval-lax", *args.pytest_args], env)
+    workers = max(1, min(os.cpu_count() or 1, 4))  # each worker holds a TensorFlow session: 4 at most
+    run([str(py), "-m", "pytest", "--nbval-lax", "-n", str(workers), *args.pytest_args], env)
 
 
 def main() -> None:
@@ -121,9 +114,13 @@ def main() -> None:
     for name, help_ in (("run", "set up and run the whole course"), ("test", "set up and run the tests")):
         p = sub.add_parser(name, help=help_)
         p.add_argument("--mirror", help="local mirror of the sources (default: $CXR_DATA_MIRROR)")
+        p.add_argument("--external", help="the external test collection (default: $CXR_EXTERNAL_DIR)")
         p.add_argument("--no-venv", action="store_true", help="use this interpreter, not .venv")
         if name == "run":
             p.add_argument("--lessons", nargs="*", help="lesson numbers to run, e.g. 01 02")
+            p.add_argument("--quick", action="store_true",
+                           help="short versions of the recipes in their own run folders (results/ untouched)")
+            p.add_argument("--strategy", choices=["mirrored"], help="train on every GPU of this machine")
         else:
             p.add_argument("pytest_args", nargs="*", help="extra arguments for pytest")
     args = parser.parse_args()
@@ -131,6 +128,12 @@ def main() -> None:
     if args.mirror:
         args.mirror = str(Path(args.mirror).expanduser().resolve())
         env["CXR_DATA_MIRROR"] = args.mirror
+    if args.external:
+        external = Path(args.external).expanduser().resolve()
+        if not external.is_dir():
+            say(f"error: --external {args.external}: no such folder")
+            sys.exit(2)
+        env["CXR_EXTERNAL_DIR"] = str(external)
     env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     py = ensure_environment(use_venv=not args.no_venv)
     env["PATH"] = f"{py.parent}{os.pathsep}{env.get('PATH', '')}"

@@ -1,0 +1,259 @@
+"""Test-session settings that hold however pytest is invoked.
+
+``python3 tools/course.py test``, ``pytest``, ``pytest tests/test_data.py`` and ``pytest --nbval-lax
+notebooks/`` all get the same session (this file is at the repository root, so pytest loads it for
+every test, lesson cells included):
+
+- The offline mirror of the four sources is required (``CXR_DATA_MIRROR``); the tests read real data,
+  never invented stand-ins. ``CXR_EXTERNAL_DIR`` (the external set) is optional; the tests that need it
+  say so when they skip.
+- Every lesson runs small (``CXR_SMOKE=1``), and every test writes only into this session's temporary
+  folders: ``CXR_DATA_DIR`` (fetched, curated and cached data) and ``CXR_RUNS_DIR`` (training runs) are
+  set here, before any kernel starts, whatever the caller's environment says. ``results/`` and
+  ``notebooks/`` are only read.
+- The data is fetched from the mirror and curated once, before the first test or lesson cell that
+  needs it (:func:`curated_data`).
+- Each lesson is executed once per session. With ``--nbval-lax`` nbval executes it (its cells run first,
+  in lesson order) and checks the cells marked ``# NBVAL_CHECK_OUTPUT``; the outputs it got are kept
+  (:data:`EXECUTED`) and every other check of that lesson reads them (fixture ``lesson``). Without nbval,
+  the first test that asks for a lesson executes it once with papermill.
+
+Fixtures: ``mirror``, ``curated_data_dir``, ``external_dir``, ``tiny_run``, ``lesson``.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+
+import nbformat
+import papermill as pm
+import pytest
+
+REPO = Path(__file__).resolve().parent
+_SESSION: dict[str, Path] = {}
+_CURATED: dict[str, bool] = {}
+
+EXECUTED: dict[str, nbformat.NotebookNode] = {}
+"""Lesson file name -> the committed notebook with the outputs nbval's execution produced, once all its cells ran."""
+_PENDING: dict[str, tuple[nbformat.NotebookNode, int]] = {}
+
+
+def _mirror() -> Path:
+    """The offline mirror (``CXR_DATA_MIRROR``); ends the session with a clear message when it is not there."""
+    value = os.environ.get("CXR_DATA_MIRROR", "")
+    if not value or not Path(value).is_dir():
+        pytest.exit(
+            "The tests need the offline data mirror: set CXR_DATA_MIRROR to its folder "
+            "(e.g. CXR_DATA_MIRROR=../shared/cxr-mirror), or run `python3 tools/course.py test --mirror DIR`.",
+            returncode=2,
+        )
+    return Path(value).resolve()
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Point the data and runs folders at fresh temporary folders and make every lesson run small.
+
+    Under pytest-xdist (``-n 2``, what ``tools/course.py test`` runs) each worker is its own session with its
+    own folders; the controller runs no test.
+    """
+    root = Path(tempfile.mkdtemp(prefix="cxr-tests-"))
+    _SESSION.update(root=root, data=root / "data", runs=root / "runs")
+    os.environ["CXR_DATA_DIR"] = str(_SESSION["data"])
+    os.environ["CXR_RUNS_DIR"] = str(_SESSION["runs"])
+    os.environ["CXR_SMOKE"] = "1"
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    if "root" in _SESSION:
+        shutil.rmtree(_SESSION["root"], ignore_errors=True)
+
+
+def curated_data() -> Path:
+    """Fetch the sources from the mirror and curate them with the real commands, once per session.
+
+    Returns the session's data folder (``CXR_DATA_DIR``).
+    """
+    data = _SESSION["data"]
+    if not _CURATED:
+        env = {**os.environ, "CXR_DATA_DIR": str(data), "CXR_DATA_MIRROR": str(_mirror())}
+        for step in (["fetch", "--quiet"], ["curate", "--quiet"]):
+            proc = subprocess.run([sys.executable, "-m", "cxr_utils.cli", *step], env=env, capture_output=True,
+                                  text=True)
+            if proc.returncode != 0:
+                pytest.exit(f"cxr-data {step[0]} failed:\n{proc.stdout}\n{proc.stderr}", returncode=3)
+        _CURATED["done"] = True
+    return data
+
+
+def _is_lesson_cell(item: pytest.Item) -> bool:
+    return type(item).__name__ == "IPyNbCell"
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Run the lessons' cells first (each lesson once, in order), so the checks that read them come after."""
+    items.sort(key=lambda item: 0 if _is_lesson_cell(item) else 1)
+
+
+GROUPS = {"test_lessons.py": "lessons", "test_train.py": "tiny_run", "test_tensorboard.py": "tiny_run",
+          "test_course_runner.py": "tiny_run"}
+"""Test files whose tests must share one worker under pytest-xdist: the lessons' checks with the lessons' cells
+(they read that execution), and the users of the session's ``tiny_run``. Every other file is a group of its own."""
+
+
+def group_of(nodeid: str) -> str:
+    """The group a test runs in under pytest-xdist: ``lessons`` for the lessons' cells and their checks, else
+    the test file's group (:data:`GROUPS`) or the file itself."""
+    path = nodeid.split("::", 1)[0]
+    if path.startswith("notebooks/"):
+        return "lessons"
+    return GROUPS.get(path.rsplit("/", 1)[-1], path)
+
+
+def pytest_xdist_make_scheduler(config: pytest.Config, log):
+    """Under ``-n N`` (``tools/course.py test``): xdist's scope scheduling, each :func:`group_of` a scope, so a
+    group runs whole on one worker; the lessons (collected first) start at once."""
+    from xdist.scheduler import LoadScopeScheduling
+
+    class Groups(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return group_of(nodeid)
+
+    return Groups(config, log)
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    if _is_lesson_cell(item):
+        _mirror()
+        curated_data()
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
+    """Keep the outputs of each lesson cell nbval executed; a lesson is kept whole once all its cells ran."""
+    report = yield
+    if call.when == "call" and _is_lesson_cell(item):
+        name = item.parent.path.name
+        if name not in _PENDING:
+            nb = copy.deepcopy(item.parent.nb)
+            for cell in nb.cells:
+                if cell.cell_type == "code":
+                    cell.outputs, cell.execution_count = [], None
+            _PENDING[name] = (nb, 0)
+        nb, done = _PENDING[name]
+        code = [c for c in nb.cells if c.cell_type == "code"]
+        code[item.cell_num].outputs = [nbformat.from_dict(dict(o)) for o in (item.test_outputs or [])]
+        code[item.cell_num].execution_count = item.cell_num + 1
+        _PENDING[name] = (nb, done + 1)
+        if done + 1 == len(code):
+            EXECUTED[name] = nb
+    return report
+
+
+# ---------------------------------------------------------------------------------------------
+# Fixtures
+
+
+@pytest.fixture(scope="session")
+def mirror() -> Path:
+    """The offline mirror of the four sources (read-only: never write into it)."""
+    return _mirror()
+
+
+@pytest.fixture(scope="session")
+def curated_data_dir(mirror: Path) -> Path:
+    """The session's data root (``CXR_DATA_DIR``), fetched from the mirror and curated with the real commands."""
+    return curated_data()
+
+
+@pytest.fixture(scope="session")
+def external_dir() -> Path:
+    """The external set (``CXR_EXTERNAL_DIR``: 300 COVID-19 and 300 adult Normal images from another collection)."""
+    from cxr_utils import paths
+
+    root = paths.external_dir()
+    if root is None or not root.is_dir():
+        pytest.skip("CXR_EXTERNAL_DIR is not set: give the external set with "
+                    "`python3 tools/course.py test --external ../shared/cxr-external` (as the README does)")
+    return root
+
+
+@pytest.fixture(scope="session")
+def tiny_run(curated_data_dir: Path) -> Path:
+    """One complete 4-epoch run of the ``improved`` recipe at 64 px on 96 images per split, in the session's runs
+    folder (``runs/tiny``): the real training loop, small enough for the tests that need a finished run."""
+    from cxr_utils import train
+
+    return train.train_recipe("improved", "tiny", epochs=4, subset=96, image_size=64, verbose=0)
+
+
+class LessonRun:
+    """An executed lesson: the notebook, its printed text (runs of blanks folded to one) and its figures."""
+
+    def __init__(self, nb: nbformat.NotebookNode):
+        self.nb = nb
+        parts = []
+        for cell in nb.cells:
+            for out in cell.get("outputs", []):
+                parts.append(_text(out.get("text", "")))
+                parts.append(_text(out.get("data", {}).get("text/plain", "")))
+        self.text = re.sub(r"[ \t]+", " ", "\n".join(parts))  # printed tables' column widths vary
+        self.figures = sum(
+            any(k in out.get("data", {}) for k in ("image/png", "image/jpeg"))
+            for cell in nb.cells for out in cell.get("outputs", [])
+        )
+        self.errors = [f"{out.get('ename')}: {out.get('evalue')}" for cell in nb.cells
+                       for out in cell.get("outputs", []) if out.get("output_type") == "error"]
+
+    def line(self, part: str) -> str:
+        """The first printed line that holds ``part`` (after folding blanks)."""
+        found = [ln for ln in self.text.splitlines() if part in ln]
+        assert found, f"no printed line holds {part!r}"
+        return found[0].strip()
+
+    def number(self, pattern: str) -> float:
+        """The number captured by the regular expression ``pattern`` (its first group) in the printed text."""
+        match = re.search(pattern, self.text)
+        assert match, f"nothing printed matches {pattern!r}"
+        return float(match.group(1))
+
+
+def _text(value) -> str:
+    return "".join(value) if isinstance(value, list) else str(value)
+
+
+_RUNS: dict[str, LessonRun] = {}
+
+
+@pytest.fixture(scope="session")
+def lesson(curated_data_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Callable[[str], LessonRun]:
+    """``lesson("01_data_curation.ipynb")``: the session's one execution of that lesson, at smoke parameters.
+
+    nbval's execution when it ran the lesson (``--nbval-lax``), else one papermill execution, kept for
+    the rest of the session.
+    """
+
+    def get(name: str) -> LessonRun:
+        if name not in _RUNS:
+            if name in EXECUTED:
+                nb = EXECUTED[name]
+            else:
+                notebook = REPO / "notebooks" / name
+                out = tmp_path_factory.mktemp("lessons") / name
+                pm.execute_notebook(str(notebook), str(out), parameters={"smoke": True}, cwd=str(notebook.parent),
+                                    kernel_name="python3", progress_bar=False)
+                nb = nbformat.read(out, as_version=4)
+            _RUNS[name] = LessonRun(nb)
+        run = _RUNS[name]
+        assert not run.errors, f"{name} raised: {run.errors}"
+        return run
+
+    return get
