@@ -78,6 +78,9 @@ class Recipe:
         notes: where the recipe departs from its source, in words.
         monitor: the validation quantity that chooses ``best.keras`` (``"val_loss"`` lowest, or
             ``"val_accuracy"`` highest). Recorded in the config's ``selection`` line.
+        extra_train: images added to the training split from outside the manifest (None: none;
+            ``"external_normals"``: the part of the external set's adult Normals set aside for training,
+            lesson 08's de-confounding experiment; :func:`cxr_utils.external.extra_training_rows`).
     """
 
     name: str
@@ -97,6 +100,7 @@ class Recipe:
     weight_decay: float = 0.0
     notes: str = ""
     monitor: str = SELECTION_MONITOR
+    extra_train: str | None = None
 
 
 RECIPES: dict[str, Recipe] = {
