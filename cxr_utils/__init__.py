@@ -29,6 +29,10 @@ Evaluation
     ``evaluate``     every figure of one run's test predictions, in one report
     ``compare``      the paper's figures next to ours; two runs on the same images
     ``external``     a trained model on images from another collection
+    ``saliency``     where a network looks: Grad-CAM, its randomisation check, the lung fields
+    ``errors``       what the wrongly called images have in common
+    ``shortcuts``    what a model can learn besides the disease: hidden lungs, the source, age
+    ``predict``      the ``cxr-predict`` command: a trained run on one's own images
     ``plots``        figures used by the lessons
 
 Around the lessons

@@ -61,6 +61,12 @@ def replacing(path: str | os.PathLike[str], suffix: str | None = None, fsync: bo
         tmp.unlink(missing_ok=True)
 
 
+def sync(path: str | os.PathLike[str]) -> None:
+    """Force a file written without ``fsync`` (:func:`replacing` with ``fsync=False``) onto the disk now."""
+    with open(path, "rb") as fh:
+        os.fsync(fh.fileno())
+
+
 def move_into_place(tmp: str | os.PathLike[str], path: str | os.PathLike[str], fsync: bool = True) -> Path:
     """Rename a finished temporary file ``tmp`` (beside ``path``) to ``path``, for writers that manage ``tmp``
     themselves (a resumable download keeps its ``.part`` between attempts). Returns ``path``."""

@@ -41,6 +41,10 @@ if TYPE_CHECKING:  # pragma: no cover
 REQUIRED_COLUMNS: tuple[str, ...] = ("path", "label", "source", "patient_id", "view", "split")
 """Columns every manifest must have (``cxr-data curate`` writes them, and maybe more)."""
 
+TARGETS: dict[str, tuple[str, ...]] = {"label": CLASSES, "source": ("cohen", "figure1", "actualmed", "kaggle")}
+"""What a pipeline can teach a network to predict, and its classes in order: the class (``label``, the course's
+task) or the collection an image came from (``source``, a shortcut experiment of lesson 08)."""
+
 SPLITS: tuple[str, ...] = ("train", "val", "test")
 """The three splits; ``test`` is never augmented and never used for model selection."""
 
@@ -290,6 +294,7 @@ def load_split(
     manifest: pd.DataFrame | str | os.PathLike[str] | None = None,
     subset: int | None = None,
     seed: int = 0,
+    target: str = "label",
 ) -> tuple[np.ndarray, np.ndarray]:
     """Return the images and labels of one split, from the cache (built on first use).
 
@@ -300,10 +305,11 @@ def load_split(
         manifest: a DataFrame, a manifest path, or None for the default manifest.
         subset: take at most this many images, stratified by class and chosen with ``seed``.
         seed: seed of the subset choice.
+        target: what the labels are (:data:`TARGETS`): the class (default) or the source collection.
 
     Returns:
         ``(images, labels)``: ``uint8`` ``[N, H, W, C]`` and ``int64`` ``[N]`` indices into
-        :data:`cxr_utils.CLASSES`, in manifest order.
+        ``TARGETS[target]`` (for the class, :data:`cxr_utils.CLASSES`), in manifest order.
     """
     if split not in SPLITS:
         raise ValueError(f"split must be one of {list(SPLITS)}, got {split!r}")
@@ -315,6 +321,11 @@ def load_split(
     if subset is not None:
         keep = stratified_subset(labels, int(subset), seed)
         rows, labels = rows[keep], labels[keep]
+    if target != "label":
+        if target not in TARGETS:
+            raise ValueError(f"target must be one of {list(TARGETS)}, got {target!r}")
+        index = {name: i for i, name in enumerate(TARGETS[target])}
+        labels = np.array([index[v] for v in df[target].iloc[rows]], dtype=np.int64)
     return images[rows], labels
 
 
@@ -342,6 +353,8 @@ def make_dataset(
     drop_remainder: bool = False,
     epoch: int | None = None,
     class_weights: dict[int, float] | None = None,
+    target: str = "label",
+    extra: tuple[list, np.ndarray] | None = None,
 ) -> tf.data.Dataset:
     """Return the ``tf.data`` pipeline of one split: cached images, shuffle, augment, batch, prefetch.
 
@@ -363,6 +376,9 @@ def make_dataset(
         class_weights: ``{class index: weight}``: each batch then carries a third element, every image's
             weight (what Keras' ``fit(class_weight=...)`` computes; carried by the data, it works the same
             under every ``tf.distribute`` strategy).
+        target: what the labels are (:data:`TARGETS`): the class, or (lesson 08) the source collection.
+        extra: ``(files, labels)``, images from outside the manifest added to the ``"train"`` split
+            (read at the size the policy reads, :func:`cxr_utils.preprocess.read_many`).
         subset: at most this many images, stratified by class (see :func:`load_split`).
         one_hot: labels as float32 one-hot ``[B, 3]`` (True) or int32 ``[B]``.
         manifest: a DataFrame, a manifest path, or None for the default manifest.
@@ -388,9 +404,15 @@ def make_dataset(
                              "augmented (validation and test images are always used as they are)")
         policy = aug.get_policy(augment)
     load_size = policy.input_size(image_size) if policy else image_size
-    x, y = load_split(split, load_size, channels, manifest, subset, seed)
+    x, y = load_split(split, load_size, channels, manifest, subset, seed, target)
+    if extra is not None:
+        if split != "train":
+            raise ValueError(f"extra images are for the 'train' split only, not '{split}'")
+        files, labels = extra
+        x = np.concatenate([x, preprocess.read_many(files, load_size, channels)])
+        y = np.concatenate([y, np.asarray(labels, dtype=y.dtype)])
     shuffle = (split == "train") if shuffle is None else shuffle
-    n_classes = len(CLASSES)
+    n_classes = len(TARGETS[target])
     again = epoch is None  # reshuffle and re-augment on every pass
     pipeline_seed = seed if again else epoch_seed(seed, epoch)
 

@@ -141,3 +141,56 @@ def predict_external(run_dir: str | os.PathLike[str], root: str | os.PathLike[st
         write_predictions(kept, out)
         out = load_predictions(kept)  # as written (six significant digits), so every later reading agrees
     return out
+
+
+# ---------------------------------------------------------------------------------------------
+# Lesson 08's de-confounding experiment: part of the external adult Normals joins training
+
+SPLIT_SALT = "cxr-course: external Normals for the de-confounding experiment, rule fixed 2026-11-29 before any run"
+"""The salt of the one split of the external Normals (:func:`split_normals`); changing it would be another split."""
+
+NORMALS_FOR_TRAINING = 150
+"""How many of the external set's 300 adult Normals join training; the rest are kept for testing."""
+
+
+def split_normals(root: str | os.PathLike[str]) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Split the external Normals once, by a rule fixed before any run: ``(for training, kept for testing)``.
+
+    Each Normal image's key is the SHA-256 of :data:`SPLIT_SALT` and its file name; the
+    :data:`NORMALS_FOR_TRAINING` images with the smallest keys join training, the others are kept. No
+    image's content or prediction enters the rule, so it cannot favour any model.
+    """
+    import hashlib
+
+    ext = external_images(root)
+    normals = ext[ext["label"] == "Normal"].copy()
+    normals["key"] = [hashlib.sha256(f"{SPLIT_SALT}|{Path(p).name}".encode()).hexdigest() for p in normals["path"]]
+    normals = normals.sort_values("key")
+    chosen = normals.iloc[:NORMALS_FOR_TRAINING].drop(columns="key").sort_values("path")
+    kept = normals.iloc[NORMALS_FOR_TRAINING:].drop(columns="key").sort_values("path")
+    return chosen.reset_index(drop=True), kept.reset_index(drop=True)
+
+
+def kept_for_testing(root: str | os.PathLike[str]) -> pd.DataFrame:
+    """The external images no model trained on: every COVID-19 image and the Normals :func:`split_normals` kept."""
+    ext = external_images(root)
+    _, kept = split_normals(root)
+    return pd.concat([ext[ext["label"] == "COVID-19"], kept], ignore_index=True)
+
+
+def extra_training_images(name: str) -> tuple[list[Path], np.ndarray]:
+    """The files and class indices a recipe's ``extra_train`` adds to training (see :class:`cxr_utils.train.Recipe`).
+
+    Raises:
+        ValueError: an unknown name, or ``CXR_EXTERNAL_DIR`` not set (the external set is needed).
+    """
+    from cxr_utils import paths
+
+    if name != "external_normals":
+        raise ValueError(f"unknown extra_train {name!r}; the one there is: 'external_normals'")
+    root = paths.external_dir()
+    if root is None:
+        raise ValueError("this recipe trains on part of the external set: set CXR_EXTERNAL_DIR to its folder "
+                         "(../shared/cxr-external in the course's checkout)")
+    chosen, _ = split_normals(root)
+    return [root / p for p in chosen["path"]], true_labels(chosen)

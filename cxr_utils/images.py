@@ -10,7 +10,11 @@ lesson reads pixels through :func:`read_image`, so each of those cases is handle
   0..255 (a plain ``convert("L")`` would clip them to white);
 - EXIF orientation is applied, so the array looks like the picture a viewer shows;
 - images above :data:`MAX_PIXELS` are refused before their pixels are decoded, so an absurdly
-  large (or malicious) file cannot exhaust memory.
+  large (or malicious) file cannot exhaust memory;
+- DICOM files (recognised by their ``DICM`` marker, whatever their name) are read with pydicom: the
+  modality LUT (rescale slope and intercept) and the VOI LUT or window are applied as a viewer would,
+  MONOCHROME1 (white is low) is inverted, and the result is scaled to 0..255; a multi-frame file or
+  one without pixel data is refused (:func:`dicom_pixels`).
 
 Failures raise :class:`ImageError` naming the file and the reason.
 """
@@ -29,7 +33,10 @@ MAX_PIXELS = 80_000_000
 """Largest image accepted (width x height). The biggest real radiograph in the sources is ~20 MP."""
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp")
-"""File name endings treated as images when a folder is listed."""
+"""File name endings treated as images when a source folder is listed."""
+
+DICOM_SUFFIXES = (".dcm", ".dicom")
+"""File name endings of DICOM files (a DICOM file is recognised by its content, :func:`is_dicom`, whatever its name)."""
 
 
 class ImageError(Exception):
@@ -75,6 +82,61 @@ def _open_checked(path: Path) -> Image.Image:
             "downscale it first or raise cxr_utils.images.MAX_PIXELS",
         )
     return img
+
+
+def is_dicom(path: str | os.PathLike[str]) -> bool:
+    """True when ``path`` is a DICOM Part 10 file: ``DICM`` after its 128-byte preamble (whatever its name)."""
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(132)
+    except OSError:
+        return False
+    return len(head) == 132 and head[128:132] == b"DICM"
+
+
+def dicom_pixels(path: str | os.PathLike[str]) -> np.ndarray:
+    """Read a single-frame DICOM image as a radiologist's viewer would show it: ``uint8`` ``(H, W)``.
+
+    The stored values go through the modality LUT (``RescaleSlope``, ``RescaleIntercept``), then the VOI
+    LUT or the first window (``WindowCenter``/``WindowWidth``) when the file has one; MONOCHROME1 images
+    (where a low value is white) are inverted; the result is scaled from its minimum..maximum to 0..255.
+    A colour DICOM is made grey (luminance).
+
+    Raises:
+        ImageError: pydicom is missing, the file is not a readable DICOM, has no pixel data, holds more
+            than one frame, is larger than :data:`MAX_PIXELS`, or its pixel data cannot be decoded.
+    """
+    try:
+        import pydicom
+        from pydicom.pixels import apply_modality_lut, apply_voi_lut
+    except ImportError:
+        raise ImageError(path, "a DICOM file; reading it needs pydicom (pip install pydicom)") from None
+    try:
+        ds = pydicom.dcmread(path)
+    except (pydicom.errors.InvalidDicomError, OSError, ValueError, EOFError) as exc:
+        raise ImageError(path, f"not a readable DICOM file ({exc})") from None
+    if "PixelData" not in ds:
+        raise ImageError(path, "a DICOM file without pixel data (a report or structured document, not an image)")
+    frames = int(getattr(ds, "NumberOfFrames", 1) or 1)
+    if frames > 1:
+        raise ImageError(path, f"a multi-frame DICOM ({frames} frames); save the one frame to read as its own file")
+    if int(ds.Rows) * int(ds.Columns) > MAX_PIXELS:
+        raise ImageError(path, f"{ds.Columns}x{ds.Rows} pixels is above the limit of {MAX_PIXELS:,}")
+    try:
+        stored = ds.pixel_array
+    except Exception as exc:  # pydicom raises many kinds for damaged or compressed pixel data
+        raise ImageError(path, f"its pixel data cannot be decoded ({exc}); a compressed DICOM may need an extra "
+                               "decoder (pip install pylibjpeg pylibjpeg-libjpeg)") from None
+    if stored.ndim == 3:  # colour: luminance, as a grey X-ray
+        stored = stored[..., :3] @ np.array([0.299, 0.587, 0.114])
+        values = stored.astype(np.float64)
+    else:
+        values = apply_voi_lut(apply_modality_lut(stored, ds), ds).astype(np.float64)
+    if str(getattr(ds, "PhotometricInterpretation", "")).upper() == "MONOCHROME1":
+        values = values.max() + values.min() - values
+    lo, hi = float(values.min()), float(values.max())
+    scaled = np.zeros_like(values) if hi <= lo else (values - lo) * (255.0 / (hi - lo))
+    return np.round(scaled).astype(np.uint8)
 
 
 def image_info(path: str | os.PathLike[str]) -> ImageInfo:
@@ -128,6 +190,12 @@ def read_image(
     if channels not in (1, 3):
         raise ValueError(f"channels must be 1 or 3, got {channels!r}")
     path = Path(path)
+    if is_dicom(path):
+        img = Image.fromarray(dicom_pixels(path), mode="L")
+        img = img.convert("L" if channels == 1 else "RGB")
+        if size is not None and img.size != tuple(size):
+            img = img.resize(tuple(size), Image.Resampling.BILINEAR)
+        return np.asarray(img, dtype=np.uint8).copy()
     img = _open_checked(path)
     try:
         if size is not None and img.format == "JPEG":

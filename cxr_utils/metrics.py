@@ -290,6 +290,24 @@ def percentiles(reps: np.ndarray, confidence: float = 0.95) -> tuple[np.ndarray,
         return np.nanquantile(reps, alpha, axis=0), np.nanquantile(reps, 1 - alpha, axis=0)
 
 
+def mean_interval(values: np.ndarray, units: pd.DataFrame, n_boot: int = 2000, seed: int = 0,
+                  confidence: float = 0.95) -> tuple[float, float, float]:
+    """The mean of ``values`` (one per row of ``units``; NaN left out) and its bootstrap interval over patient groups.
+
+    ``units`` holds the rows' ``path`` and ``split_group`` (:func:`resampling_groups`). Returns
+    ``(mean, low, high)``.
+    """
+    values = np.asarray(values, np.float64)
+    ok = np.isfinite(values)
+    codes, _ = resampling_groups(units.loc[ok] if isinstance(units, pd.DataFrame) else units)
+    if not ok.any():
+        return np.nan, np.nan, np.nan
+    w = bootstrap_weights(codes, n_boot, seed)
+    reps = safe_ratio(w @ values[ok], w.sum(axis=1))
+    lo, hi = percentiles(reps[:, None], confidence)
+    return float(values[ok].mean()), float(lo[0]), float(hi[0])
+
+
 def interval_text(estimate: float, low: float, high: float, digits: int = 3) -> str:
     """Format ``0.873 [0.848, 0.895]``; an empty string when the estimate is NaN, no brackets without an interval."""
     if estimate is None or not np.isfinite(estimate):

@@ -139,6 +139,61 @@ class PerImageStandardization(keras.layers.Layer):
         return {**super().get_config(), "epsilon": self.epsilon}
 
 
+MASKS: tuple[str, ...] = ("hide_lungs", "border_only")
+"""What :class:`InputMask` can black out: the lung fields, or everything but an outer border strip."""
+
+BORDER = 0.10
+"""The width of the strip ``"border_only"`` keeps, as a share of the image side."""
+
+
+def input_mask(kind: str, size: int) -> np.ndarray:
+    """The 0/1 mask :class:`InputMask` multiplies an image by, ``float32`` ``[size, size, 1]``.
+
+    ``"hide_lungs"``: 0 on the lung fields of :func:`cxr_utils.saliency.lung_mask` grown by a tenth of the
+    image (so their edges go too), 1 elsewhere: the mediastinum, shoulders, abdomen, borders and any
+    text stay. ``"border_only"``: 1 on an outer strip :data:`BORDER` of the side wide, 0 inside it.
+    """
+    y, x = np.mgrid[0:size, 0:size]
+    y, x = (y + 0.5) / size, (x + 0.5) / size
+    if kind == "hide_lungs":
+        lungs = np.zeros((size, size), dtype=bool)
+        for cx in (0.30, 0.70):  # the ellipses of saliency.lung_mask, half-axes grown by 0.05 of the side
+            lungs |= ((x - cx) / 0.21) ** 2 + ((y - 0.47) / 0.35) ** 2 <= 1.0
+        keep = ~lungs
+    elif kind == "border_only":
+        keep = (x < BORDER) | (x > 1 - BORDER) | (y < BORDER) | (y > 1 - BORDER)
+    else:
+        raise ValueError(f"input_mask must be one of {list(MASKS)}, got {kind!r}")
+    return keep.astype(np.float32)[..., None]
+
+
+@keras.saving.register_keras_serializable(package="cxr_utils")
+class InputMask(keras.layers.Layer):
+    """Black out part of every image, in training and at test alike (lesson 08's shortcut experiments).
+
+    ``kind`` is one of :data:`MASKS` (:func:`input_mask` draws it at the input's size). With the lung
+    fields hidden, a network that still tells the classes apart reads them from somewhere else.
+    """
+
+    def __init__(self, kind: str, **kwargs):
+        super().__init__(**kwargs)
+        if kind not in MASKS:
+            raise ValueError(f"input_mask must be one of {list(MASKS)}, got {kind!r}")
+        self.kind = kind
+
+    def build(self, input_shape):
+        self.mask = keras.ops.convert_to_tensor(input_mask(self.kind, int(input_shape[1])))
+
+    def call(self, inputs):
+        return inputs * keras.ops.cast(self.mask, inputs.dtype)
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self):
+        return {**super().get_config(), "kind": self.kind}
+
+
 GROUPS = 8
 """Channel groups of ``efficient_cnn(norm="group")`` (fewer where a layer's filter count is not a multiple)."""
 
@@ -168,6 +223,8 @@ def efficient_cnn(
     stem_stride: int = 1,
     bn_momentum: float = 0.99,
     norm: str = "batch",
+    input_mask: str | None = None,
+    n_classes: int = len(CLASSES),
 ) -> keras.Model:
     """Build the course's small, CPU-friendly network (the backbone of the ``improved`` recipe).
 
@@ -205,6 +262,9 @@ def efficient_cnn(
             test) or ``"group"`` (group normalisation, :data:`GROUPS` channel groups: each image's own
             statistics, computed the same way in training and at test, so nothing learned from the
             training images' statistics can be out of step with a test image).
+        input_mask: begin with an :class:`InputMask` (``"hide_lungs"``, ``"border_only"``): the network
+            never sees that part of any image.
+        n_classes: outputs of the softmax (3, the classes; lesson 08 also tells the 4 sources apart).
 
     Returns:
         An uncompiled ``keras.Model`` named ``efficient_cnn``: input ``(size, size, channels)`` in
@@ -218,7 +278,8 @@ def efficient_cnn(
         raise ValueError(f"norm must be 'batch' or 'group', got {norm!r}")
     if stem_stride not in (1, 2):
         raise ValueError(f"stem_stride must be 1 or 2, got {stem_stride!r}")
-    x = PerImageStandardization(name="standardize")(inputs) if standardize else inputs
+    x = InputMask(input_mask, name="input_mask")(inputs) if input_mask else inputs
+    x = PerImageStandardization(name="standardize")(x) if standardize else x
     for s, (kind, base, n_convs) in enumerate(stages, start=1):
         if kind not in ("conv", "sep"):
             raise ValueError(f"stage kind must be 'conv' or 'sep', got {kind!r} in stage {s}")
@@ -231,7 +292,7 @@ def efficient_cnn(
     x = keras.layers.GlobalAveragePooling2D(name="gap")(x)
     x = keras.layers.Dropout(dropout, name="dropout")(x)
     # float32 even under mixed precision: softmax and the loss need its range (cxr_utils.precision)
-    outputs = keras.layers.Dense(len(CLASSES), activation="softmax", name="predictions", dtype="float32")(x)
+    outputs = keras.layers.Dense(n_classes, activation="softmax", name="predictions", dtype="float32")(x)
     return keras.Model(inputs, outputs, name="efficient_cnn")
 
 

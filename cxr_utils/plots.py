@@ -16,8 +16,9 @@ from typing import TYPE_CHECKING
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
+from PIL import Image
 
-from cxr_utils import CLASSES
+from cxr_utils import CLASSES, preprocess
 from cxr_utils.metrics import K, interval_text
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -272,3 +273,28 @@ def plot_external(summaries: Mapping[str, pd.DataFrame]) -> plt.Figure:
         ax.legend(fontsize=8, loc="upper right")
     fig.tight_layout()
     return fig
+
+
+# ---------------------------------------------------------------------------------------------
+# Where the network looks (lesson 08, cxr-predict)
+
+
+def overlay_image(pixels: np.ndarray, cam: np.ndarray, alpha: float = 0.5) -> Image.Image:
+    """An X-ray with a Grad-CAM map laid over it: the map in the ``jet`` colours, stronger where it is higher.
+
+    Args:
+        pixels: the image, ``uint8`` ``(H, W)`` or ``(H, W, C)`` (model input size).
+        cam: the map, ``(H, W)`` in [0, 1] (:func:`cxr_utils.saliency.grad_cam`).
+        alpha: how opaque the map is where it is 1 (where it is 0 the X-ray shows alone).
+
+    Returns:
+        A PIL RGB image of the same size.
+    """
+    import matplotlib
+
+    grey = pixels if pixels.ndim == 2 else pixels[..., :3].mean(axis=-1)
+    base = np.repeat(preprocess.scale(np.asarray(grey, np.uint8)).astype(np.float64)[..., None], 3, axis=-1)
+    cam = np.clip(np.asarray(cam, np.float64), 0.0, 1.0)
+    heat = matplotlib.colormaps["jet"](cam)[..., :3]
+    weight = alpha * cam[..., None]
+    return Image.fromarray(np.round(((1 - weight) * base + weight * heat) * 255).astype(np.uint8), mode="RGB")

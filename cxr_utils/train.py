@@ -198,9 +198,35 @@ EARLIER: dict[str, Recipe] = {
 folder's ``config.json`` names a recipe :func:`resolve_config` knows."""
 
 
+_CONTROL = replace(
+    RECIPES["improved"], name="control_64", image_size=64, epochs=8,
+    description="the improved recipe at 64 px for 8 epochs: the control of lesson 08's masked runs",
+    notes="Smaller and shorter than improved so that lesson 08's three runs fit in its time; compare the masked runs "
+          "with this one, not with improved.")
+EXPERIMENTS: dict[str, Recipe] = {
+    "control_64": _CONTROL,
+    "lungs_hidden": replace(
+        _CONTROL, name="lungs_hidden", model_kwargs={**_CONTROL.model_kwargs, "input_mask": "hide_lungs"},
+        description="control_64 with the lung fields blacked out in every image (models.InputMask)",
+        notes="After Maguolo & Nanni (2021): far above chance without the lungs means the class is read elsewhere."),
+    "border_only": replace(
+        _CONTROL, name="border_only", model_kwargs={**_CONTROL.model_kwargs, "input_mask": "border_only"},
+        description="control_64 seeing only an outer border strip of every image (models.InputMask)",
+        notes="The strip holds no lung: what it reaches there is read from borders, labels, collimation."),
+    "deconfounded": replace(
+        RECIPES["improved"], name="deconfounded", extra_train="external_normals",
+        description="the improved recipe with 150 adult Normal chests of the external set added to training",
+        notes="Lesson 08's de-confounding experiment; the split of the external Normals is fixed in "
+              "cxr_utils.external.split_normals, written before the run. Chosen on validation as always."),
+}
+"""Lesson 08's runs: the shortcut experiments (a control and two masked runs at 64 px) and the de-confounded
+recipe."""
+
+
 def known_recipes() -> dict[str, Recipe]:
-    """Every recipe :func:`resolve_config` accepts by name: :data:`RECIPES`, :data:`CANDIDATES`, :data:`EARLIER`."""
-    return {**RECIPES, **CANDIDATES, **EARLIER}
+    """Every recipe :func:`resolve_config` accepts by name: :data:`RECIPES`, :data:`CANDIDATES`, :data:`EARLIER`,
+    :data:`EXPERIMENTS`."""
+    return {**RECIPES, **CANDIDATES, **EARLIER, **EXPERIMENTS}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -245,9 +271,18 @@ def data_fingerprint(config: dict[str, Any], manifest: pd.DataFrame | None = Non
     A run folder records it in its ``config.json``; training into a folder whose fingerprint differs is
     refused, so a changed manifest never silently reuses or resumes a run of other data.
     """
+    import hashlib
+
     df = cxr_data.load_manifest() if manifest is None else manifest
     counts = {s: int(len(split_rows(s, config["subset"], config["seed"], df))) for s in cxr_data.SPLITS}
-    return {"manifest_sha256": cxr_data.manifest_sha256(df), "images": counts}
+    out = {"manifest_sha256": cxr_data.manifest_sha256(df), "images": counts}
+    if config.get("extra_train"):
+        from cxr_utils import external
+
+        files, _ = external.extra_training_images(config["extra_train"])
+        names = "\n".join(f"{Path(f).name}|{Path(f).stat().st_size}" for f in files)
+        out["extra_train"] = {"images": len(files), "sha256": hashlib.sha256(names.encode()).hexdigest()}
+    return out
 
 
 def environment_info(precision: str | None = None) -> dict[str, Any]:
@@ -420,7 +455,7 @@ class BestCheckpoint:
         if self._copy is None:  # the weights in an uncompiled copy: saved without the optimizer (a third of the size)
             self._copy = keras.models.clone_model(model)
         self._copy.set_weights(model.get_weights())
-        with atomic.replacing(self.path) as tmp:
+        with atomic.replacing(self.path, fsync=False) as tmp:  # synced once, when the run completes
             self._copy.save(tmp)
         return True
 
@@ -483,9 +518,11 @@ class Backup:
         states = self.seed_states(model)
         model_file = self.folder / f"model_{epochs_done}.keras"
         seeds_file = self.folder / f"seed_states_{epochs_done}.npz"
-        with atomic.replacing(model_file) as tmp:
+        # Renamed into place whole, but not forced to disk: a backup lost to a power cut costs a restart, while
+        # syncing a gigabyte every epoch costs seconds of every epoch. state.json, which names them, is synced.
+        with atomic.replacing(model_file, fsync=False) as tmp:
             model.save(tmp)
-        with atomic.replacing(seeds_file) as tmp:
+        with atomic.replacing(seeds_file, fsync=False) as tmp:
             np.savez(tmp, **{f"s{i}": keras.ops.convert_to_numpy(v) for i, v in enumerate(states)})
         atomic.write_json(self.state_file, {"epochs_done": epochs_done, "model": model_file.name,
                                             "seed_states": seeds_file.name, "keras": keras.__version__})
@@ -689,8 +726,14 @@ def _fit(config: dict, run_dir: Path, manifest: pd.DataFrame, say: Callable[[str
     keras.utils.set_random_seed(config["seed"])
     size, ch, sub, seed, epochs = (config[k] for k in ("image_size", "channels", "subset", "seed", "epochs"))
     train_rows = split_rows("train", sub, seed, manifest)
-    steps = math.ceil(len(train_rows) / config["batch_size"])
-    counts = np.bincount(label_indices(train_rows["label"]), minlength=len(CLASSES))
+    extra = None
+    if config.get("extra_train"):
+        from cxr_utils import external
+
+        extra = external.extra_training_images(config["extra_train"])
+    train_labels = np.concatenate([label_indices(train_rows["label"]), extra[1] if extra else []]).astype(int)
+    steps = math.ceil(len(train_labels) / config["batch_size"])
+    counts = np.bincount(train_labels, minlength=len(CLASSES))
     weights = losses.class_weights(counts, config["class_weights"])
     val = cxr_data.make_dataset("val", image_size=size, channels=ch, batch_size=64, seed=seed, subset=sub,
                                 manifest=manifest)
@@ -710,7 +753,7 @@ def _fit(config: dict, run_dir: Path, manifest: pd.DataFrame, say: Callable[[str
         replicas = config["strategy"]["replicas"]
         where = f", {replicas} replicas ({config['strategy']['name']})" if replicas > 1 else ""
         say(f"training '{config['recipe']}' into {runs.relative(run_dir)}: {model.count_params():,} parameters, "
-            f"{len(train_rows)} training images ({steps} batches of {config['batch_size']}{where}), {epochs} epochs, "
+            f"{len(train_labels)} training images ({steps} batches of {config['batch_size']}{where}), {epochs} epochs, "
             f"class weights {weights_text}")
     monitor = runs.monitor_of(config)
     history = History(run_dir / HISTORY_FILE, epochs, monitor, say, start)
@@ -722,7 +765,7 @@ def _fit(config: dict, run_dir: Path, manifest: pd.DataFrame, say: Callable[[str
         t_epoch = time.perf_counter()
         train = cxr_data.make_dataset("train", image_size=size, channels=ch, batch_size=config["batch_size"],
                                       augment=config["augment"], seed=seed, subset=sub, manifest=manifest,
-                                      epoch=epoch, class_weights=weights)
+                                      epoch=epoch, class_weights=weights, extra=extra)
         t0 = time.perf_counter()
         if loop is not None:
             logs = loop.epoch(epoch, train, val, extra_callbacks)
@@ -846,6 +889,7 @@ def _finish(config: dict, run_dir: Path, env: dict, manifest: pd.DataFrame, say:
     if len(history) < config["epochs"]:
         raise RuntimeError(f"{runs.relative(run_dir)}: history has {len(history)} of {config['epochs']} epochs; "
                            "training did not finish (call train_recipe again to resume)")
+    atomic.sync(run_dir / BEST_MODEL_FILE)  # on disk before metrics.json says the run is complete
     model = runs.load_model(run_dir)
     kw = {"image_size": config["image_size"], "channels": config["channels"], "subset": config["subset"],
           "seed": config["seed"], "manifest": manifest}
