@@ -28,6 +28,7 @@ Evaluation
     ``metrics``      accuracy, per-class metrics, AUC, calibration, and their intervals
     ``evaluate``     every figure of one run's test predictions, in one report
     ``compare``      the paper's figures next to ours; two runs on the same images
+    ``decisions``    from probabilities to calls: thresholds, costs, priors
     ``external``     a trained model on images from another collection
     ``saliency``     where a network looks: Grad-CAM, its randomisation check, the lung fields
     ``errors``       what the wrongly called images have in common
