@@ -10,7 +10,7 @@ import os
 import sys
 
 
-def _import_tensorflow_quietly() -> None:
+def import_tensorflow_quietly() -> None:
     """Import TensorFlow with file descriptor 2 pointed at /dev/null.
 
     TensorFlow's C++ libraries print "Could not find cuda drivers ..." and similar lines while they
@@ -38,7 +38,7 @@ def _import_tensorflow_quietly() -> None:
 def setup(dpi: int = 80) -> None:
     """Prepare a lesson: TensorFlow's C++ logging off, TensorFlow imported quietly, figures at ``dpi``."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-    _import_tensorflow_quietly()
+    import_tensorflow_quietly()
     import matplotlib.pyplot as plt
 
     plt.rcParams.update({"figure.dpi": dpi, "savefig.dpi": dpi})

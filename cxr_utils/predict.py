@@ -30,6 +30,7 @@ import pandas as pd
 
 from cxr_utils import CLASSES, atomic, preprocess, runs
 from cxr_utils.images import DICOM_SUFFIXES, IMAGE_SUFFIXES, ImageError, is_dicom
+from cxr_utils.notebook import import_tensorflow_quietly
 from cxr_utils.predictions import PROB_COLUMNS
 
 NOTICE = "Research and teaching use only: not a diagnosis, not a medical device (see lesson 08 for why)."
@@ -48,23 +49,40 @@ class Prediction:
     """``(file, reason)`` for each file that could not be read."""
 
 
-def image_files(inputs: Sequence[str | os.PathLike[str]]) -> tuple[list[Path], list[tuple[str, str]]]:
+def _folder_entries(folder: Path, recursive: bool) -> list[Path]:
+    """The visible files of ``folder`` (and of its visible sub-folders when ``recursive``), sorted."""
+    found = []
+    for p in sorted(folder.iterdir()):
+        if p.name.startswith("."):
+            continue
+        if p.is_file():
+            found.append(p)
+        elif recursive and p.is_dir():
+            found += _folder_entries(p, recursive)
+    return found
+
+
+def image_files(inputs: Sequence[str | os.PathLike[str]], *,
+                recursive: bool = False) -> tuple[list[Path], list[tuple[str, str]]]:
     """Expand files and folders into the image files to predict, and the inputs that could not be used.
 
-    A folder gives its files (not its sub-folders) whose name ends like an image or a DICOM file, and
-    any other file that is DICOM by content; hidden files are skipped. Returns ``(files, problems)``.
+    A folder gives its files whose name ends like an image or a DICOM file, and any other file that is
+    DICOM by content; hidden files are skipped; sub-folders only when ``recursive``. Returns
+    ``(files, problems)``: ``problems`` holds ``(input, reason)`` for each input that gave nothing.
     """
     files, problems = [], []
     for item in map(Path, inputs):
         if item.is_dir():
             try:
-                entries = sorted(p for p in item.iterdir() if p.is_file() and not p.name.startswith("."))
+                entries = _folder_entries(item, recursive)
             except OSError as exc:
                 problems.append((str(item), f"the folder cannot be listed ({exc.strerror or exc})"))
                 continue
             found = [p for p in entries if p.name.lower().endswith(IMAGE_SUFFIXES + DICOM_SUFFIXES) or is_dicom(p)]
             if not found:
-                problems.append((str(item), "the folder holds no image files (PNG, JPEG, DICOM ...)"))
+                subfolders = not recursive and any(p.is_dir() and not p.name.startswith(".") for p in item.iterdir())
+                hint = "; it has sub-folders: add --recursive to search them" if subfolders else ""
+                problems.append((str(item), f"the folder holds no image files (PNG, JPEG, DICOM ...){hint}"))
             files += found
         elif item.is_file():
             files.append(item)
@@ -137,6 +155,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("run", help="a complete run folder (runs/<name>, with best.keras)")
     parser.add_argument("inputs", nargs="+", metavar="FILE_OR_FOLDER", help="image files or folders of them")
     parser.add_argument("--format", choices=["table", "csv", "json"], default="table", help="output (default table)")
+    parser.add_argument("-r", "--recursive", action="store_true", help="search the folders' sub-folders too")
     parser.add_argument("--gradcam", metavar="OUT_DIR", help="also write each image's Grad-CAM overlay here")
     parser.add_argument("--batch-size", type=int, default=32)
     return parser
@@ -151,7 +170,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except runs.RunFolderError as exc:
         print(f"cxr-predict: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    files, problems = image_files(args.inputs)
+    files, problems = image_files(args.inputs, recursive=args.recursive)
+    if files:
+        import_tensorflow_quietly()  # no "Could not find cuda drivers" lines around the table
     result = predict_files(args.run, files, gradcam_dir=args.gradcam, batch_size=args.batch_size) if files else \
         Prediction(pd.DataFrame(columns=["file", *PROB_COLUMNS, "called"]))
     failed = problems + result.failures

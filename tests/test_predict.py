@@ -101,6 +101,17 @@ def test_a_folder_that_cannot_be_listed_is_named(tiny_run, tmp_path, monkeypatch
     folder.chmod(0o755)
 
 
+def test_sub_folders_are_searched_only_when_asked(tiny_run, images, tmp_path, capsys):
+    (tmp_path / "COVID").mkdir()
+    shutil.copy(images / "grey.jpg", tmp_path / "COVID" / "a.jpg")
+    shutil.copy(images / "m2.dcm", tmp_path / "COVID" / "b.dcm")
+    assert predict.main([str(tiny_run), str(tmp_path)]) == 1
+    assert "has sub-folders: add --recursive" in capsys.readouterr().err
+    assert predict.main([str(tiny_run), str(tmp_path), "--recursive", "--format", "csv"]) == 0
+    table = pd.read_csv(pd.io.common.StringIO(capsys.readouterr().out))
+    assert sorted(Path(f).name for f in table["file"]) == ["a.jpg", "b.dcm"]
+
+
 @pytest.mark.parametrize("broken", ["missing", "incomplete", "not a run"])
 def test_a_run_folder_that_cannot_predict_is_a_usage_error(tiny_run, images, tmp_path, broken):
     run = tmp_path / "run"
