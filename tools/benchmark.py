@@ -39,6 +39,10 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 import numpy as np  # noqa: E402
 
+from cxr_utils.notebook import import_tensorflow_quietly  # noqa: E402
+
+import_tensorflow_quietly()  # TensorFlow's load-time CUDA lines would bury the figures
+
 from cxr_utils import augment, data, label_indices, paths  # noqa: E402
 
 CHILD = "--child"
