@@ -64,6 +64,9 @@ def pytest_configure(config: pytest.Config) -> None:
     Under pytest-xdist (``-n 2``, what ``tools/course.py test`` runs) each worker is its own session with its
     own folders; the controller runs no test.
     """
+    for name in ("CXR_DATA_MIRROR", "CXR_EXTERNAL_DIR"):  # the lessons' kernels run in notebooks/: no relative paths
+        if os.environ.get(name, "").strip():
+            os.environ[name] = str(Path(os.environ[name].strip()).expanduser().resolve())
     root = Path(tempfile.mkdtemp(prefix="cxr-tests-"))
     _SESSION.update(root=root, data=root / "data", runs=root / "runs")
     os.environ["CXR_DATA_DIR"] = str(_SESSION["data"])

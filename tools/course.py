@@ -125,6 +125,9 @@ def main() -> None:
             p.add_argument("pytest_args", nargs="*", help="extra arguments for pytest")
     args = parser.parse_args()
     env = dict(os.environ)
+    for name in ("CXR_DATA_DIR", "CXR_RUNS_DIR", "CXR_DATA_MIRROR", "CXR_EXTERNAL_DIR"):
+        if env.get(name, "").strip():  # the lessons run in notebooks/: a relative path would point elsewhere there
+            env[name] = str(Path(env[name].strip()).expanduser().resolve())
     if args.mirror:
         args.mirror = str(Path(args.mirror).expanduser().resolve())
         env["CXR_DATA_MIRROR"] = args.mirror
