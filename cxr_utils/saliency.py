@@ -159,7 +159,8 @@ def randomization_check(model: keras.Model, images: np.ndarray, steps: Sequence[
         rho = rank_correlation(trained, maps)
         ok = np.isfinite(rho)
         if ok.any():
-            lo, hi = percentiles(((w[:, ok] @ rho[ok]) / w[:, ok].sum(axis=1))[:, None])
+            drawn = w[:, ok].sum(axis=1)  # a replicate may draw none of the few usable images: leave it out
+            lo, hi = percentiles(((w[drawn > 0][:, ok] @ rho[ok]) / drawn[drawn > 0])[:, None])
         else:  # no map varies (a network that has learned nothing): nothing to correlate
             lo, hi = np.full(1, np.nan), np.full(1, np.nan)
         what = "all layers (at once)" if k is None else f"top {k}: {', '.join(names[:k])}"

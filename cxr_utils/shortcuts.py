@@ -20,7 +20,6 @@ import json
 import math
 import os
 import time
-import warnings
 from pathlib import Path
 
 import numpy as np
@@ -102,9 +101,8 @@ def train_source_model(image_size: int = 64, epochs: int = 8, seed: int = 0, sub
         t0 = time.perf_counter()
         ds = data.make_dataset("train", image_size=image_size, batch_size=config["batch_size"], augment="strong",
                                seed=seed, subset=subset, epoch=epoch, class_weights=weights, target="source")
-        with warnings.catch_warnings():  # Keras notes that a tf.data pipeline shuffles itself (it does)
-            warnings.filterwarnings("ignore", message=".*shuffle=True.*")
-            logs = {k: v[-1] for k, v in model.fit(ds, validation_data=val, verbose=0).history.items()}
+        # shuffle=False: the pipeline shuffles itself, by the seed and the epoch
+        logs = {k: v[-1] for k, v in model.fit(ds, validation_data=val, shuffle=False, verbose=0).history.items()}
         history.append({"epoch": epoch, **logs, "seconds": time.perf_counter() - t0})
         if logs["val_accuracy"] > best:
             best, best_weights = logs["val_accuracy"], model.get_weights()

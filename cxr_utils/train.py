@@ -34,7 +34,6 @@ import shutil
 import subprocess
 import sys
 import time
-import warnings
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -770,10 +769,9 @@ def _fit(config: dict, run_dir: Path, manifest: pd.DataFrame, say: Callable[[str
         if loop is not None:
             logs = loop.epoch(epoch, train, val, extra_callbacks)
         else:
-            with warnings.catch_warnings():  # Keras notes that a tf.data pipeline shuffles itself (it does)
-                warnings.filterwarnings("ignore", message=".*shuffle=True.*")
-                fitted = model.fit(train, validation_data=val, initial_epoch=epoch, epochs=epoch + 1,
-                                   callbacks=[tensorboard, *extra_callbacks], verbose=0)
+            # shuffle=False: the pipeline shuffles itself, by the seed and the epoch
+            fitted = model.fit(train, validation_data=val, initial_epoch=epoch, epochs=epoch + 1, shuffle=False,
+                               callbacks=[tensorboard, *extra_callbacks], verbose=0)
             logs = {k: v[-1] for k, v in fitted.history.items()}
         history.add(epoch, logs, learning_rate_after(model, config, steps), time.perf_counter() - t0)
         best.update(epoch, logs, model)
