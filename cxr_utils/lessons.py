@@ -68,10 +68,18 @@ def badge_line(repository: str, notebook_name: str) -> str:
     )
 
 
-def setup_source(repository: str) -> str:
-    """Return the source of the setup cell: installs and fetches on Colab only."""
-    return f'''# Setup. On Google Colab this installs the course and fetches its data (a few minutes, once);
-# Anywhere else it installs and downloads nothing: it only quiets TensorFlow and sets figure sizes.
+DATA_FREE = ("03_architecture.ipynb", "07_evaluation.ipynb")
+"""Lessons that read no image files (03 builds networks; 07 evaluates the committed predictions): on Colab
+their setup cell fetches nothing."""
+
+
+def setup_source(repository: str, notebook_name: str = "") -> str:
+    """Return the source of ``notebook_name``'s setup cell: installs on Colab only, and fetches the data there
+    only for a lesson that reads images (not those in :data:`DATA_FREE`)."""
+    needs_data = notebook_name not in DATA_FREE
+    what = "installs the course and fetches its data" if needs_data else "installs the course"
+    return f'''# Setup. On Google Colab this {what} (a few minutes, once);
+# anywhere else it installs and downloads nothing: it only quiets TensorFlow and sets figure sizes.
 import os
 import sys
 
@@ -85,12 +93,13 @@ if "google.colab" in sys.modules:
         # is newer than the 3.11 the course pins, so pip must not refuse the package for that.
         subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--ignore-requires-python",
                         "-e", "{CLONE_DIR}"], check=True)
-        subprocess.run([sys.executable, "-m", "pip", "install", "-q", "imagehash", "kagglehub", "papermill"],
-                       check=True)
+        subprocess.run([sys.executable, "-m", "pip", "install", "-q", "imagehash", "kagglehub", "papermill",
+                        "pydicom"], check=True)
     sys.path.insert(0, "{CLONE_DIR}")
     os.chdir("{CLONE_DIR}/notebooks")
-    subprocess.run([sys.executable, "-m", "cxr_utils.cli", "fetch"], check=True)
-    subprocess.run([sys.executable, "-m", "cxr_utils.cli", "curate"], check=True)
+    import cxr_utils.colab
+
+    cxr_utils.colab.prepare(needs_data={needs_data})  # version check; data (Kaggle token asked for first)
 
 import cxr_utils.notebook
 
@@ -122,7 +131,7 @@ def synced(nb: dict, name: str, repository: str) -> dict:
         }
         cells.insert(1, cell)
         setup = [1]
-    cells[setup[0]]["source"] = setup_source(repository)
+    cells[setup[0]]["source"] = setup_source(repository, name)
     nb.setdefault("metadata", {})["kernelspec"] = {
         "display_name": "Python 3 (ipykernel)", "language": "python", "name": "python3",
     }
@@ -139,7 +148,7 @@ def header_problems(nb: dict, name: str, repository: str) -> list[str]:
     if not re.search(r"^# \S", first, flags=re.M):
         problems.append(f"{name}: first cell has no '# Title' line")
     setup = [c for c in cells if SETUP_TAG in _tags(c)]
-    if len(setup) != 1 or _source(setup[0]) != setup_source(repository):
+    if len(setup) != 1 or _source(setup[0]) != setup_source(repository, name):
         problems.append(f"{name}: setup cell missing or edited by hand (run tools/notebooks.py sync)")
     params = [i for i, c in enumerate(cells) if "parameters" in _tags(c)]
     if len(params) != 1:

@@ -23,6 +23,9 @@ from types import SimpleNamespace
 
 import pytest
 
+from cxr_utils import colab
+from cxr_utils import lessons as lessons_module
+
 REPO = Path(__file__).resolve().parents[1]
 NOTEBOOKS = REPO / "notebooks"
 LESSONS = sorted(NOTEBOOKS.glob("[0-9][0-9]_*.ipynb"))
@@ -60,6 +63,12 @@ def setup_cell_source(nb: dict) -> str:
     cells = [c for c in nb["cells"] if "setup" in c.get("metadata", {}).get("tags", [])]
     assert len(cells) == 1, f"expected one cell tagged 'setup', found {len(cells)}"
     return source(cells[0])
+
+
+def source_of_code(nb: dict) -> str:
+    """The lesson's own code: every code cell but the generated setup cell."""
+    return "\n".join(source(c) for c in nb["cells"]
+                     if c["cell_type"] == "code" and "setup" not in c.get("metadata", {}).get("tags", []))
 
 
 def badge_hrefs(nb: dict) -> list[str]:
@@ -116,6 +125,12 @@ fake_setup = types.ModuleType("cxr_utils.notebook")
 fake_setup.setup = lambda *a, **k: calls.append({"kind": "cxr_utils.notebook.setup", "cmd": [], "check": None})
 cxr_utils.notebook = fake_setup
 sys.modules["cxr_utils.notebook"] = fake_setup
+# On Colab the cell hands over to cxr_utils.colab.prepare (tested for real below): recorded here.
+fake_colab = types.ModuleType("cxr_utils.colab")
+fake_colab.prepare = lambda *a, **k: calls.append({"kind": "cxr_utils.colab.prepare", "cmd": [], "check": None,
+                                                   "kwargs": k})
+cxr_utils.colab = fake_colab
+sys.modules["cxr_utils.colab"] = fake_colab
 
 real_isdir, real_exists = os.path.isdir, os.path.exists
 if args["colab"]:
@@ -171,7 +186,7 @@ def test_setup_cell_outside_colab_only_calls_the_package_setup(path, tmp_path):
 
 
 @pytest.mark.parametrize("path", lesson_params())
-def test_setup_cell_on_colab_clones_the_course_repository_installs_it_and_fetches_the_data(path, tmp_path):
+def test_setup_cell_on_colab_clones_the_course_repository_installs_it_and_prepares_the_lesson(path, tmp_path):
     path = require(path)
     did = run_setup_cell(setup_cell_source(load(path)), tmp_path, colab=True)
     runs = [c["cmd"] for c in did["calls"] if c["kind"] == "subprocess.run"]
@@ -185,15 +200,23 @@ def test_setup_cell_on_colab_clones_the_course_repository_installs_it_and_fetche
     assert clone_dir.startswith("/content/")
     installs = [c for c in runs if c[1:4] == ["-m", "pip", "install"]]
     assert any(c[-2:] == ["-e", clone_dir] for c in installs), f"{path.name}: the clone is not pip-installed: {runs}"
-    assert any(c[1:] == ["-m", "cxr_utils.cli", "fetch"] for c in runs), f"{path.name}: no data fetch on Colab"
-    fetch = next(i for i, c in enumerate(runs) if c[1:] == ["-m", "cxr_utils.cli", "fetch"])
-    assert any(c[1:] == ["-m", "cxr_utils.cli", "curate"] for c in runs[fetch:]), f"{path.name}: no curate after fetch"
+    prepared = [c["kwargs"] for c in did["calls"] if c["kind"] == "cxr_utils.colab.prepare"]
+    reads_images = path.name not in lessons_module.DATA_FREE
+    assert prepared == [{"needs_data": reads_images}], f"{path.name}: prepare called as {prepared}"
     chdirs = [c["cmd"] for c in did["calls"] if c["kind"] == "os.chdir"]
     assert chdirs == [f"{clone_dir}/notebooks"], f"{path.name}: should work from the clone's notebooks/: {chdirs}"
     assert clone_dir in did["sys_path_added"], f"{path.name}: the clone should be importable in the kernel"
-    leftovers = [c for c in did["calls"] if c["kind"] not in ("subprocess.run", "os.chdir", "cxr_utils.notebook.setup")]
+    leftovers = [c for c in did["calls"] if c["kind"] not in ("subprocess.run", "os.chdir", "cxr_utils.notebook.setup",
+                                                              "cxr_utils.colab.prepare")]
     assert leftovers == [], f"{path.name}: unexpected calls {leftovers}"
     assert did["files_created"] == []
+
+
+def test_the_lessons_that_fetch_nothing_on_colab_read_no_images():
+    for name in lessons_module.DATA_FREE:
+        text = source_of_code(load(REPO / "notebooks" / name))
+        for reader in ("load_manifest", "load_split", "make_dataset", "read_image", "preprocess.read"):
+            assert reader not in text, f"{name} calls {reader} but its setup cell fetches no data on Colab"
 
 
 @pytest.mark.parametrize("path", lesson_params())
@@ -283,3 +306,60 @@ def test_sync_refuses_a_repository_that_is_not_owner_slash_name(tool):
     refused = run_tool(tool, "sync", "--repository", "https://github.com/x/y")
     assert refused.returncode == 2 and "OWNER/NAME" in refused.stderr
     assert snapshot(tool.REPO) == before
+
+
+# --- what the setup cell hands over to on Colab: cxr_utils.colab, run for real ---------------------
+
+
+def test_version_warnings_name_each_package_whose_version_is_not_the_pinned_one(tmp_path):
+    assert colab.version_warnings() == []  # the course's own environment has exactly the pins
+    text = (REPO / "pyproject.toml").read_text()
+    (tmp_path / "pyproject.toml").write_text(text.replace('"keras==3.15.1"', '"keras==3.0.0"'))
+    assert colab.version_warnings(tmp_path) == ["keras 3.15.1 (the course pins 3.0.0)"]
+
+
+@pytest.fixture
+def no_kaggle(monkeypatch, tmp_path):
+    """An environment with no Kaggle token anywhere and no mirror, and an empty data folder."""
+    for name in ("KAGGLE_USERNAME", "KAGGLE_KEY", "KAGGLE_API_TOKEN", "CXR_DATA_MIRROR"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("KAGGLE_CONFIG_DIR", str(tmp_path / "kaggle"))
+    monkeypatch.setenv("CXR_DATA_DIR", str(tmp_path / "data"))
+    return tmp_path
+
+
+def test_a_kaggle_token_is_found_where_kaggle_looks_and_in_colab_secrets(no_kaggle, monkeypatch):
+    assert colab.kaggle_credentials() is None
+    (no_kaggle / "kaggle").mkdir()
+    (no_kaggle / "kaggle" / "kaggle.json").write_text('{"username": "someone"}')  # no key: not a token
+    assert colab.kaggle_credentials() is None
+    (no_kaggle / "kaggle" / "kaggle.json").write_text('{"username": "someone", "key": "abc"}')
+    assert colab.kaggle_credentials() == str(no_kaggle / "kaggle" / "kaggle.json")
+    (no_kaggle / "kaggle" / "kaggle.json").unlink()
+    google, userdata = SimpleNamespace(), SimpleNamespace(get={"KAGGLE_USERNAME": "u", "KAGGLE_KEY": "k"}.get)
+    monkeypatch.setitem(sys.modules, "google", google)
+    monkeypatch.setitem(sys.modules, "google.colab", SimpleNamespace(userdata=userdata))
+    assert colab.kaggle_credentials() == "Colab's secrets"
+    assert os.environ["KAGGLE_USERNAME"] == "u" and os.environ["KAGGLE_KEY"] == "k"  # where kagglehub reads them
+    assert colab.kaggle_credentials() == "the environment"
+
+
+def test_prepare_asks_for_a_kaggle_token_before_downloading_anything(no_kaggle, monkeypatch):
+    from cxr_utils import cli
+
+    called = []
+    monkeypatch.setattr(cli, "main", lambda argv: called.append(argv) or 0)
+    with pytest.raises(RuntimeError, match="KAGGLE_USERNAME and KAGGLE_KEY"):
+        colab.prepare(needs_data=True, show=lambda _: None)
+    assert called == [] and not (no_kaggle / "data").exists()
+    colab.prepare(needs_data=False, show=lambda _: None)  # a lesson that reads no images needs no token
+    assert called == []
+    monkeypatch.setenv("KAGGLE_USERNAME", "u")
+    monkeypatch.setenv("KAGGLE_KEY", "k")
+    colab.prepare(needs_data=True, show=lambda _: None)
+    assert called == [["fetch", "--quiet"], ["curate"]]
+    (no_kaggle / "data" / "curated").mkdir(parents=True)
+    (no_kaggle / "data" / "curated" / "manifest.csv").write_text("path\n")
+    shown = []
+    colab.prepare(needs_data=True, show=shown.append)  # a second lesson in the same session fetches nothing
+    assert called == [["fetch", "--quiet"], ["curate"]] and "already fetched" in shown[-1]
