@@ -40,6 +40,7 @@ Around the lessons
     ``paper``        the numbers Zhong (2020) reports
     ``notebook``     what every lesson does first
     ``lessons``      the lessons' headers, Colab badges and execution
+    ``colab``        a lesson's first cell on Colab: version warnings, Kaggle token, the data
     ``cli``          the ``cxr-data`` command
 """
 
