@@ -345,6 +345,25 @@ class CurationResult:
         table = table.reindex(index=[*CLASSES, "total"], columns=["train", "val", "test", "total"], fill_value=0)
         return table
 
+    def linked_patients(self) -> pd.DataFrame:
+        """The patient groups that join more than one patient id, because a picture of one is also filed under another.
+
+        Counted over every image the metadata rules kept, the duplicate copies included (the copy that linked
+        two ids is often the one curation dropped). One row per group: ``patient ids``, ``sources``,
+        ``images`` (before removing duplicates) and ``kept`` (in the manifest), sorted by group.
+        """
+        linking = [KEPT, "duplicate", "conflicting_duplicate", "kaggle_patient_leak"]
+        seen = self.report[self.report["fate"].isin(linking)]
+        groups = seen.groupby("split_group")
+        table = pd.DataFrame({
+            "patient ids": groups["patient_id"].agg(lambda s: ", ".join(sorted(set(s)))),
+            "ids": groups["patient_id"].nunique(),
+            "sources": groups["source"].agg(lambda s: ", ".join(sorted(set(s)))),
+            "images": groups.size(),
+            "kept": groups["fate"].agg(lambda s: int((s == KEPT).sum())),
+        })
+        return table[table["ids"] > 1].drop(columns="ids")
+
     def skipped(self) -> pd.DataFrame:
         """Images that could not be decoded, with the reason."""
         return self.report.loc[self.report["fate"] == "unreadable", ["path", "source", "detail"]]
@@ -467,7 +486,8 @@ def curate(
     kept["phash"] = kept["phash"].map(lambda c: f"{int(c):016x}")
     kept[["width", "height"]] = kept[["width", "height"]].astype(int)
     manifest = kept[MANIFEST_COLUMNS].sort_values(["split", "label", "path"]).reset_index(drop=True)
-    report = df[["path", "source", "ref", "patient_id", "label", "finding", "view", "modality", "fate", "detail"]]
+    report = df[["path", "source", "ref", "patient_id", "split_group", "label", "finding", "view", "modality", "fate",
+                 "detail"]]
     result = CurationResult(manifest=manifest, report=report, duplicates=pairs, config=config)
     result.status = _write_outputs(result, root, force)
     return result

@@ -110,10 +110,20 @@ def test_mislabelled_copy_across_sources_is_dropped_with_both_labels_reported(re
 
 def test_one_patient_under_two_ids_is_one_split_group(result) -> None:
     # Cohen patient 178 (eurorad 16660) and patient 97 (radiopaedia) are the same four pictures.
-    groups = result.report.merge(result.manifest[["path", "split_group"]], on="path", how="left")
-    linked = groups[groups["patient_id"].isin(["cohen:178", "cohen:97"])]
-    assert linked["split_group"].dropna().nunique() == 1
+    linked = result.report[result.report["patient_id"].isin(["cohen:178", "cohen:97"])]
+    assert linked["split_group"].nunique() == 1
+    kept = result.manifest[result.manifest["patient_id"].isin(["cohen:178", "cohen:97"])]
+    assert set(kept["split_group"]) == set(linked["split_group"]) and kept["split"].nunique() == 1
     assert (result.report["fate"] == "duplicate").sum() >= 40
+
+
+def test_linked_patients_lists_every_group_of_several_ids_including_links_made_by_dropped_copies(result) -> None:
+    linked = result.linked_patients()
+    assert linked.loc["cohen:178", "patient ids"] == "cohen:178, cohen:97"  # patient 97's copies were all dropped
+    assert linked.loc["figure1:COVID-00020", "sources"] == "figure1, kaggle"  # the mislabelled copy links two sources
+    kept = result.manifest.groupby("split_group")["patient_id"].nunique()
+    assert set(kept[kept > 1].index) <= set(linked.index)  # what the manifest alone shows is a part of it
+    assert len(linked) > (kept > 1).sum()
 
 
 def test_no_two_kept_images_are_still_duplicates(curated_data_dir: Path, result) -> None:
