@@ -183,15 +183,24 @@ def lr_range_test(
     beta: float = 0.98,
     diverge_factor: float = 4.0,
     seed: int = 0,
+    optimizer: Callable[[float], keras.optimizers.Optimizer] | None = None,
+    median_window: int = 9,
 ) -> pd.DataFrame:
-    """Run Smith's (2017) learning-rate range test and return its curve.
+    """Run a learning-rate range test and return its curve.
 
-    A fresh model from ``model_fn()`` is trained with Adam for up to ``steps`` batches from
-    ``dataset`` (repeated if it runs out) while the rate grows exponentially from ``min_lr`` to
-    ``max_lr``: ``lr_i = min_lr * (max_lr / min_lr) ** (i / (steps - 1))``. Each batch's loss is
-    recorded (computed before that batch's update) and smoothed with a bias-corrected exponential
-    moving average (``beta``). The test stops early once the smoothed loss exceeds
-    ``diverge_factor`` times its lowest value, or the loss is not finite.
+    The idea is Smith's (2017: raise the rate during a short training and watch the loss); this is the
+    exponential form with a smoothed loss that fastai's ``lr_find`` made common. A fresh model from
+    ``model_fn()`` is trained for up to ``steps`` batches from ``dataset`` (repeated if it runs out)
+    while the rate grows exponentially from ``min_lr`` to ``max_lr``:
+    ``lr_i = min_lr * (max_lr / min_lr) ** (i / (steps - 1))``. Each batch's loss is recorded
+    (computed before that batch's update) and smoothed with a bias-corrected exponential moving
+    average (``beta``). The test stops early once the smoothed loss exceeds ``diverge_factor`` times
+    its lowest value, or the loss is not finite.
+
+    The moving average lags: with ``beta = 0.98`` it weighs about the last 50 batches, which in a sweep of
+    100 batches over six decades is three decades of rate, so its minimum sits to the right of the loss's.
+    The curve therefore also holds ``median_loss``, a centred running median of ``median_window`` batches,
+    which is noisy but does not lag.
 
     Args:
         model_fn: returns a new, uncompiled model (called once; the function compiles it).
@@ -203,10 +212,13 @@ def lr_range_test(
         beta: smoothing of the loss curve (0.98 as in fastai).
         diverge_factor: stop when the smoothed loss is this many times its minimum.
         seed: seeds Keras' random generators before the model is built.
+        optimizer: builds the optimizer from the starting rate (default Adam), e.g.
+            ``lambda lr: keras.optimizers.AdamW(lr, weight_decay=1e-4)`` to test a recipe that uses AdamW.
+        median_window: batches in the centred running median ``median_loss``.
 
     Returns:
-        DataFrame with columns ``step``, ``lr``, ``loss``, ``smoothed_loss`` (one row per batch run);
-        ``df.attrs["stopped_early"]`` says whether divergence ended the sweep.
+        DataFrame with columns ``step``, ``lr``, ``loss``, ``smoothed_loss``, ``median_loss`` (one row per
+        batch run); ``df.attrs["stopped_early"]`` says whether divergence ended the sweep.
     """
     if not 0 < min_lr < max_lr:
         raise ValueError(f"need 0 < min_lr < max_lr, got min_lr={min_lr}, max_lr={max_lr}")
@@ -214,7 +226,7 @@ def lr_range_test(
         raise ValueError(f"steps must be >= 2, got {steps}")
     keras.utils.set_random_seed(seed)
     model = model_fn()
-    model.compile(optimizer=keras.optimizers.Adam(learning_rate=min_lr), loss=loss)
+    model.compile(optimizer=(optimizer or (lambda lr: keras.optimizers.Adam(learning_rate=lr)))(min_lr), loss=loss)
     rates = min_lr * (max_lr / min_lr) ** (np.arange(steps) / (steps - 1))
 
     def batches():
@@ -241,15 +253,18 @@ def lr_range_test(
             break
         best = min(best, smoothed)
     df = pd.DataFrame(rows)
+    df["median_loss"] = df["loss"].rolling(median_window, center=True, min_periods=1).median()
     df.attrs["stopped_early"] = stopped
     return df
 
 
-def suggest_lr(curve: pd.DataFrame, skip_start: int = 10, window_decades: float = 1.0) -> dict[str, float]:
+def suggest_lr(curve: pd.DataFrame, skip_start: int = 10, window_decades: float = 1.0,
+               column: str = "smoothed_loss") -> dict[str, float]:
     """Read candidate peak rates off a range-test curve (the output of :func:`lr_range_test`).
 
     Args:
         curve: the range test's DataFrame (``lr``, ``smoothed_loss``; ``attrs["stopped_early"]``).
+        column: the loss curve to read: ``smoothed_loss`` (fastai's choice; lags) or ``median_loss``.
         skip_start: rows ignored at the start, where the moving average is still noisy (fewer when
             the curve is very short: at least 3 rows are kept). The row that diverged is ignored too.
         window_decades: the steepest fall is measured as the change of the smoothed loss across this
@@ -264,7 +279,7 @@ def suggest_lr(curve: pd.DataFrame, skip_start: int = 10, window_decades: float 
     if len(c) < 3:
         raise ValueError(f"the range-test curve has too few rows ({len(curve)}); run more steps or a wider sweep")
     c = c.iloc[min(skip_start, len(c) - 3):]  # a very short curve keeps at least 3 rows
-    loss = c["smoothed_loss"].to_numpy()
+    loss = c[column].to_numpy()
     log_lr = np.log10(c["lr"].to_numpy())
     i_min = int(loss.argmin())
     lr_min = float(c["lr"].iloc[i_min])

@@ -138,6 +138,30 @@ def test_range_test_sweeps_rates_exponentially_and_smooths_with_bias_correction(
     assert curve["smoothed_loss"].iloc[1] == pytest.approx(expected)
 
 
+def test_range_test_uses_the_optimizer_asked_for_and_adds_an_unlagged_median(small_real_batches):
+    made = []
+
+    def adamw(lr):
+        made.append(keras.optimizers.AdamW(lr, weight_decay=1e-2))
+        return made[-1]
+
+    curve = lr_range_test(_tiny_model, small_real_batches, min_lr=1e-5, max_lr=1e-3, steps=7, optimizer=adamw,
+                          median_window=3)
+    assert len(made) == 1 and int(made[0].iterations.numpy()) == 7  # this optimizer ran every batch
+    loss = curve["loss"].to_numpy()
+    assert curve["median_loss"].iloc[3] == pytest.approx(np.median(loss[2:5]))  # centred: no lag
+    assert curve["median_loss"].iloc[0] == pytest.approx(np.median(loss[0:2]))
+
+
+def test_suggest_lr_reads_the_column_asked_for():
+    lrs = np.logspace(-6, 0, 61)
+    smoothed = (np.log10(lrs) + 2.0) ** 2  # lowest at 1e-2
+    median = (np.log10(lrs) + 3.0) ** 2  # lowest at 1e-3
+    curve = pd.DataFrame({"lr": lrs, "smoothed_loss": smoothed, "median_loss": median})
+    assert suggest_lr(curve)["min_loss"] == pytest.approx(1e-2)
+    assert suggest_lr(curve, column="median_loss")["min_loss"] == pytest.approx(1e-3)
+
+
 def test_range_test_stops_when_the_loss_diverges(small_real_batches):
     curve = lr_range_test(_tiny_model, small_real_batches, min_lr=1e-4, max_lr=1e4, steps=60, diverge_factor=2.0)
     assert curve.attrs["stopped_early"]
