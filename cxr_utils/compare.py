@@ -5,6 +5,7 @@
   for ours the bootstrap over patient groups of :func:`cxr_utils.evaluate.evaluate_predictions`.
 - :func:`paired_comparison` compares two runs image by image: McNemar's exact test and a paired
   bootstrap of the accuracy difference over patient groups.
+- :func:`reproduction` says whether a run reproduced the committed record of its recipe, figure by figure.
 - :func:`runs_table` puts several committed runs side by side: validation accuracy, test figures with
   their intervals, size and speed (``results/candidates/summary.csv``).
 """
@@ -209,3 +210,70 @@ def runs_table(folders: Mapping[str, str | os.PathLike[str]], n_boot: int = 2000
                     "s/epoch (median)": round(metrics["seconds_per_epoch"])})
         rows[name] = row
     return pd.DataFrame(rows).T.rename_axis("run")
+
+
+def reproduction(run_dir: str | os.PathLike[str], committed_dir: str | os.PathLike[str]) -> pd.DataFrame:
+    """Did a run reproduce the committed one? Its figures next to the committed folder's, and their differences.
+
+    Compares a run folder (``runs/<name>``) with the committed record of the same recipe (``results/<name>``):
+    the kept epoch, validation and test accuracy, test recall per class (from ``metrics.json``), and, image by
+    image on the test split, the largest difference of any probability and how many images are called
+    differently (from ``predictions_test.csv``, both written with the same printed digits).
+
+    Returns:
+        One row per figure: ``committed``, ``this run``, ``difference`` (this run minus committed);
+        ``table.attrs["reproduced"]`` is True when every test probability is the same to its printed digits
+        (then every figure is the same too), and ``attrs["images"]`` the number of test images compared.
+
+    Raises:
+        ValueError: the two folders hold different recipes, or predictions for different test images.
+    """
+    run_dir, committed_dir = Path(run_dir), Path(committed_dir)
+    mine, theirs = (json.loads((d / "metrics.json").read_text()) for d in (run_dir, committed_dir))
+    if mine["recipe"] != theirs["recipe"]:
+        raise ValueError(f"{run_dir} holds recipe {mine['recipe']!r}, {committed_dir} {theirs['recipe']!r}")
+    a = load_predictions(committed_dir / "predictions_test.csv").set_index("path")
+    b = load_predictions(run_dir / "predictions_test.csv").set_index("path")
+    if set(a.index) != set(b.index):
+        raise ValueError(f"{run_dir} and {committed_dir} predict different test images "
+                         f"({len(set(a.index) ^ set(b.index))} differ): another data set or split")
+    b = b.loc[a.index]
+    pa, pb = a[list(PROB_COLUMNS)].to_numpy(), b[list(PROB_COLUMNS)].to_numpy()
+
+    def figures(m: dict) -> dict[str, float]:
+        out = {"kept epoch": m["best_epoch"] + 1, "val accuracy": m["val"]["accuracy"],
+               "test accuracy": m["test"]["accuracy"]}
+        out.update({f"test recall {c}": m["test"]["recall"][c] for c in CLASSES})
+        return out
+
+    rows = {k: {"committed": v, "this run": figures(mine)[k]} for k, v in figures(theirs).items()}
+    rows["largest test probability difference"] = {"committed": 0.0, "this run": float(np.abs(pa - pb).max())}
+    rows["test images called differently"] = {"committed": 0, "this run": int((pa.argmax(1) != pb.argmax(1)).sum())}
+    table = pd.DataFrame(rows).T
+    table["difference"] = table["this run"] - table["committed"]
+    table.attrs.update(reproduced=bool(np.array_equal(pa, pb)), images=len(a))
+    return table
+
+
+def within_intervals(run_dir: str | os.PathLike[str], reference_dir: str | os.PathLike[str], n_boot: int = 2000,
+                     seed: int = 0, confidence: float = 0.95) -> pd.DataFrame:
+    """Are one run's test figures inside the intervals of another's? (e.g. a mixed-precision run against float32)
+
+    Reads each folder's ``predictions_test.csv``; the reference's intervals are the bootstrap over patient groups of
+    :func:`cxr_utils.evaluate.evaluate_predictions`. One row per figure (test accuracy, recall per class):
+    ``reference`` (estimate [low, high]), ``run`` (its estimate) and ``inside`` (True when the run's estimate lies
+    in the reference's interval).
+    """
+    ref = evaluate_predictions(load_predictions(Path(reference_dir) / "predictions_test.csv"), n_boot=n_boot, seed=seed,
+                               confidence=confidence)
+    run = evaluate_predictions(load_predictions(Path(run_dir) / "predictions_test.csv"), n_boot=n_boot, seed=seed,
+                               confidence=confidence)
+    cells = [("test accuracy", ("overall", "accuracy"))] + [(f"test recall {c}", ("per_class", (c, "recall")))
+                                                           for c in CLASSES]
+    rows = {}
+    for name, (part, key) in cells:
+        r, m = getattr(ref, part).loc[key], getattr(run, part).loc[key]
+        rows[name] = {"reference": interval_text(r["estimate"], r["ci_low"], r["ci_high"]),
+                      "run": round(float(m["estimate"]), 3),
+                      "inside": bool(r["ci_low"] <= m["estimate"] <= r["ci_high"])}
+    return pd.DataFrame(rows).T

@@ -222,6 +222,12 @@ EXPERIMENTS: dict[str, Recipe] = {
 recipe."""
 
 
+QUICK: dict[str, int] = {"epochs": 3, "subset": 800}
+"""The short versions of the recipes that ``course.py run --quick`` trains (``train_recipe(name, **QUICK)``): 3 epochs
+on at most 800 images per split. Their run folders have their own names (``paper-3ep-80px-n800``), so they never
+stand in for the reference runs, and nothing exports them to ``results/``."""
+
+
 def known_recipes() -> dict[str, Recipe]:
     """Every recipe :func:`resolve_config` accepts by name: :data:`RECIPES`, :data:`CANDIDATES`, :data:`EARLIER`,
     :data:`EXPERIMENTS`."""
@@ -940,8 +946,9 @@ def estimate_seconds(recipe: str, *, epochs: int | None = None, image_size: int 
     The recipe's network trains ``steps`` batches of random images (:func:`cxr_utils.precision.probe`,
     float32); an epoch is then the training split at that rate plus the validation split at three times
     it (a forward pass costs about a third of a training step). A complete run folder of the same
-    configuration costs nothing. The estimate is rough (it leaves out the input pipeline, which keeps up,
-    and what else the machine is doing): lesson 06 prints it next to what the run then took.
+    configuration costs nothing (and no probe): its ``epoch_seconds`` is then the run's measured median. The
+    estimate is rough (it leaves out the input pipeline, which keeps up, and what else the machine is doing):
+    lesson 06 prints it next to what the run then took.
 
     Returns:
         ``{"recipe", "epochs", "images_per_second", "epoch_seconds", "seconds", "complete"}``.
@@ -951,13 +958,17 @@ def estimate_seconds(recipe: str, *, epochs: int | None = None, image_size: int 
     config = resolve_config(recipe, epochs=epochs, image_size=image_size, subset=subset, seed=seed)
     manifest = cxr_data.load_manifest()
     counts = {s: len(split_rows(s, config["subset"], seed, manifest)) for s in ("train", "val")}
-    folder = runs.find_run(default_run_name(config)) if subset is None else None
-    done = folder is not None and folder.name == default_run_name(config)
+    folder = paths.runs_dir() / default_run_name(config)  # where train_recipe would train it
+    same = ("recipe", "epochs", "image_size", "subset", "seed", "batch_size")
+    if runs.is_complete(folder) and all(runs.read_config(folder).get(k) == config[k] for k in same):
+        measured = json.loads((folder / "metrics.json").read_text())["seconds_per_epoch"]
+        return {"recipe": config["recipe"], "epochs": config["epochs"], "images_per_second": None,
+                "epoch_seconds": measured, "seconds": 0.0, "complete": True}
     rate = precision.probe(lambda: build_model(config), "float32", config["image_size"], config["channels"],
                            config["batch_size"], steps=steps)
     epoch = counts["train"] / rate + counts["val"] / (3 * rate)
     return {"recipe": config["recipe"], "epochs": config["epochs"], "images_per_second": rate,
-            "epoch_seconds": epoch, "seconds": 0.0 if done else epoch * config["epochs"], "complete": done}
+            "epoch_seconds": epoch, "seconds": epoch * config["epochs"], "complete": False}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -971,8 +982,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--image-size", type=int)
     parser.add_argument("--precision", default="auto", help="auto, float32, mixed_bfloat16 or mixed_float16")
     parser.add_argument("--strategy", default=None, help="mirrored (every GPU here) or multiworker (TF_CONFIG)")
+    parser.add_argument("--run-name", help="the run folder's name under runs/ (one recipe only)")
     parser.add_argument("--estimate", action="store_true", help="print the estimated duration as JSON; train nothing")
     args = parser.parse_args(argv)
+    if args.run_name and len(args.recipes) != 1:
+        parser.error("--run-name names one run: give one recipe")
     kw = {"epochs": args.epochs, "subset": args.subset, "image_size": args.image_size}
     if args.estimate:
         print(json.dumps([estimate_seconds(r, **kw) for r in args.recipes]))
@@ -981,7 +995,7 @@ def main(argv: list[str] | None = None) -> int:
 
     strategy = devices.strategy_for(args.strategy)  # first: a multi-worker strategy must exist before any op runs
     for name in args.recipes:
-        train_recipe(name, precision=args.precision, strategy=strategy, **kw)
+        train_recipe(name, args.run_name, precision=args.precision, strategy=strategy, **kw)
     return 0
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+import shutil
 from pathlib import Path
 
 import keras
@@ -93,8 +94,8 @@ def test_an_accuracy_monitor_keeps_the_epoch_with_the_highest_validation_accurac
 
 def test_the_paper_recipe_keeps_its_best_validation_accuracy_epoch_and_says_so():
     config = train.resolve_config("paper")
-    assert train.monitor_of(config) == "val_accuracy" and config["selection"].startswith("val_accuracy on the val")
-    assert train.monitor_of(train.resolve_config("improved")) == "val_loss"
+    assert runs.monitor_of(config) == "val_accuracy" and config["selection"].startswith("val_accuracy on the val")
+    assert runs.monitor_of(train.resolve_config("improved")) == "val_loss"
 
 
 def test_saved_best_model_predicts_what_the_model_predicted_before_saving(curated_data_dir, tmp_path):
@@ -336,3 +337,19 @@ def test_a_damaged_backup_is_refused_with_the_way_out(tmp_path):
     (tmp_path / "state.json").write_text('{"epochs_do')
     with pytest.raises(train.ResumeError, match="cannot be read.*restart=True"):
         backup.epochs_done()
+
+
+def test_the_estimate_reads_a_finished_run_and_probes_only_what_is_left_to_train(tiny_run, tmp_path, monkeypatch):
+    monkeypatch.setenv("CXR_RUNS_DIR", str(tmp_path))
+    shape = dict(epochs=4, subset=96, image_size=64)
+    shutil.copytree(tiny_run, tmp_path / train.default_run_name(train.resolve_config("improved", **shape)))
+    done = train.estimate_seconds("improved", **shape)
+    measured = json.loads((tiny_run / "metrics.json").read_text())["seconds_per_epoch"]
+    assert done["complete"] and done["seconds"] == 0 and done["epoch_seconds"] == measured
+    assert done["images_per_second"] is None  # nothing was probed
+    todo = train.estimate_seconds("improved", **{**shape, "epochs": 5}, steps=2)
+    assert not todo["complete"] and todo["images_per_second"] > 0
+    assert todo["seconds"] == pytest.approx(5 * todo["epoch_seconds"])
+    train_n, val_n = (len(train.split_rows(s, 96, 0)) for s in ("train", "val"))
+    rate = todo["images_per_second"]
+    assert todo["epoch_seconds"] == pytest.approx(train_n / rate + val_n / (3 * rate))
