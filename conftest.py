@@ -106,16 +106,20 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     items.sort(key=lambda item: 0 if _is_lesson_cell(item) else 1)
 
 
-GROUPS = {"test_lessons.py": "lessons", "test_train.py": "tiny_run", "test_tensorboard.py": "tiny_run",
-          "test_course_runner.py": "tiny_run"}
+GROUPS = {"test_lessons.py": "lessons", **{name: "tiny_run" for name in (
+    "test_train.py", "test_tensorboard.py", "test_course_runner.py", "test_predict.py", "test_saliency.py",
+    "test_structure.py", "test_reproduction.py")}}
 """Test files whose tests must share one worker under pytest-xdist: the lessons' checks with the lessons' cells
 (they read that execution), and the users of the session's ``tiny_run``. Every other file is a group of its own."""
 
 
 def group_of(nodeid: str) -> str:
     """The group a test runs in under pytest-xdist: ``lessons`` for the lessons' cells and their checks, else
-    the test file's group (:data:`GROUPS`) or the file itself."""
+    the test file's group (:data:`GROUPS`) or the file itself. The solutions notebooks are a group of their own (no
+    check reads their execution), so the two workers share the notebooks' time."""
     path = nodeid.split("::", 1)[0]
+    if path.startswith("notebooks/solutions/"):
+        return "solutions"
     if path.startswith("notebooks/"):
         return "lessons"
     return GROUPS.get(path.rsplit("/", 1)[-1], path)

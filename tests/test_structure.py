@@ -108,6 +108,7 @@ def test_under_two_workers_the_lessons_and_their_checks_share_one_worker_and_so_
 
     assert conftest.group_of("notebooks/06_training.ipynb::Cell 5") == "lessons"
     assert conftest.group_of("tests/test_lessons.py::test_lesson_06_trains_both_recipes") == "lessons"
+    assert conftest.group_of("notebooks/solutions/06_training_solutions.ipynb::Cell 2") == "solutions"
     assert conftest.group_of("tests/test_train.py::test_x") == conftest.group_of("tests/test_tensorboard.py::t")
     assert conftest.group_of("tests/test_data.py::test_a") == "tests/test_data.py" != conftest.group_of(
         "tests/test_images.py::test_b")

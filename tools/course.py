@@ -13,8 +13,9 @@ Options:
     --external DIR   the external test collection (same as CXR_EXTERNAL_DIR=DIR): lessons 07-08 and the
                      tests that need it use it
     --lessons 01 03  run only these lessons (``run`` only)
-    --quick          train 2-epoch versions of the recipes on 600 images per split into their own run
-                     folders instead of the full reproduction (``run`` only; results/ is never touched)
+    --quick          train short versions of the recipes (``cxr_utils.train.QUICK``: 3 epochs on at most 800
+                     images per split) into their own run folders instead of the full reproduction
+                     (``run`` only; results/ is never touched)
     --strategy S     train on several devices: ``mirrored`` (every GPU of this machine) (``run`` only)
     --no-venv        use the current interpreter (e.g. an activated conda env) instead of .venv
 
