@@ -158,9 +158,43 @@ def header_problems(nb: dict, name: str, repository: str) -> list[str]:
     return problems
 
 
+TIME = re.compile(r"\*\*Time:\*\* (\d+(?:\.\d)?) min")
+"""How a lesson's title cell states its time: ``**Time:** 3.2 min ...``, the papermill time of its committed run."""
+
+
+def minutes(seconds: float) -> str:
+    """``seconds`` as the course writes lesson times: one decimal under ten minutes, whole minutes above."""
+    return f"{seconds / 60:.1f}" if seconds < 600 else f"{seconds / 60:.0f}"
+
+
+def committed_minutes(nb: dict) -> str | None:
+    """The time of the lesson's committed execution (papermill's ``duration``), as :func:`minutes` writes it."""
+    duration = nb.get("metadata", {}).get("papermill", {}).get("duration")
+    return None if duration is None else minutes(float(duration))
+
+
+def with_time(nb: dict) -> dict:
+    """``nb`` with the ``**Time:** N min`` of its title cell set to its committed execution's time.
+
+    This is the one source of a lesson's time: ``tools/notebooks.py execute`` calls it after each run, and
+    ``tests/test_lesson_times.py`` checks the README's course map against the same number.
+    """
+    value = committed_minutes(nb)
+    if value is not None and nb["cells"]:
+        title = nb["cells"][0]
+        title["source"] = TIME.sub(f"**Time:** {value} min", _source(title), count=1)
+    return nb
+
+
 def lessons(selected: list[str] | None = None, root: Path = REPO) -> list[Path]:
     """Return the lesson notebooks (``<root>/notebooks/NN_*.ipynb``), optionally only numbers ``selected``."""
     found = sorted((Path(root) / "notebooks").glob("[0-9][0-9]_*.ipynb"))
+    return [p for p in found if not selected or p.name[:2] in selected]
+
+
+def solutions(selected: list[str] | None = None, root: Path = REPO) -> list[Path]:
+    """Return the lessons' solutions notebooks (``<root>/notebooks/solutions/NN_*_solutions.ipynb``)."""
+    found = sorted((Path(root) / "notebooks" / "solutions").glob("[0-9][0-9]_*_solutions.ipynb"))
     return [p for p in found if not selected or p.name[:2] in selected]
 
 

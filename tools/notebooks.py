@@ -17,9 +17,12 @@ in ``pyproject.toml``, so a fork repoints every badge with one command:
     python tools/notebooks.py sync                               # re-sync headers to the setting
     python tools/notebooks.py check                              # exit 1 if any header is out of step
     python tools/notebooks.py execute 01 02                      # run lessons in place (full parameters)
+    python tools/notebooks.py execute 01 --solutions             # run lesson 01's solutions notebook in place
 
-``execute`` runs papermill in place from ``notebooks/`` and then removes machine-specific metadata
-(absolute paths) so the committed file shows results and nothing about the machine.
+``execute`` runs papermill in place from the notebook's folder and then removes machine-specific metadata
+(absolute paths) so the committed file shows results and nothing about the machine. It also writes the
+run's time into the lesson's ``**Time:** N min`` (the one source of that number; the README's course map
+is checked against it by ``tests/test_lesson_times.py``).
 """
 
 from __future__ import annotations
@@ -39,7 +42,9 @@ from cxr_utils.lessons import (
     repository_setting,
     save,
     set_repository_setting,
+    solutions,
     synced,
+    with_time,
 )
 
 
@@ -53,6 +58,7 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("check", help="exit 1 when a header is out of step")
     p_exec = sub.add_parser("execute", help="execute lessons in place with papermill")
     p_exec.add_argument("lessons", nargs="*", help="lesson numbers, e.g. 01 02 (default: all)")
+    p_exec.add_argument("--solutions", action="store_true", help="execute the lessons' solutions notebooks instead")
     p_exec.add_argument("-p", nargs=2, action="append", default=[], metavar=("NAME", "VALUE"),
                         help="papermill parameter (repeatable)")
     args = parser.parse_args(argv)
@@ -72,15 +78,17 @@ def main(argv: list[str] | None = None) -> int:
             return 1 if problems else 0
         else:
             repo = repository_setting(root)
-            for path in lessons(args.lessons, root=root):
-                save(path, synced(load(path), path.name, repo))
+            for path in (solutions if args.solutions else lessons)(args.lessons, root=root):
+                if not args.solutions:
+                    save(path, synced(load(path), path.name, repo))
                 cmd = [sys.executable, "-m", "papermill", str(path), str(path), "--cwd", str(path.parent),
                        "--kernel", "python3", "--no-progress-bar"]
                 for name, value in args.p:
                     cmd += ["-p", name, value]
                 print(f"executing {path.name} ...", flush=True)
                 subprocess.run(cmd, check=True)
-                save(path, clean_metadata(load(path)))
+                nb = clean_metadata(load(path))
+                save(path, nb if args.solutions else with_time(nb))
     except LessonsError as exc:
         print(f"notebooks.py: error: {exc}", file=sys.stderr)
         return 2
