@@ -227,39 +227,3 @@ def evaluate_predictions(
                   overall=overall, per_class=per_class, covid_subset=covid_subset, true_class_probability=tcp,
                   calibration=calibration_table(y, probs, n_bins), roc=roc, replicates=reps)
 
-
-# ---------------------------------------------------------------------------------------------
-# The names lesson 07 imported from this module before it was split by concern. Each is defined once, in
-# the module named here; looked up on first use (so this module imports none of them) until the lesson,
-# re-executed, imports them from there.
-
-_MOVED = {
-    "compare_with_paper": "compare", "format_comparison": "compare", "paired_comparison": "compare",
-    "called_as": "external", "external_images": "external", "external_summary": "external",
-    "interval_text": "metrics", "confusion_matrix": "metrics", "metrics_from_confusion": "metrics",
-    "keras_micro_precision_recall": "metrics",
-    "plot_comparison": "plots", "plot_confusion_matrices": "plots", "plot_external": "plots",
-    "plot_reliability": "plots", "plot_roc_curves": "plots",
-    "load_predictions": "predictions", "predictions_frame": "predictions", "probabilities": "predictions",
-    "true_labels": "predictions", "find_run": "runs",
-}
-
-
-def __getattr__(name: str):
-    import importlib
-
-    if name in _MOVED:
-        return getattr(importlib.import_module(f"cxr_utils.{_MOVED[name]}"), name)
-    if name == "run_preprocessing":
-        return importlib.import_module("cxr_utils.runs").preprocessing
-    if name == "predict_paths":
-        return _predict_paths
-    raise AttributeError(f"module 'cxr_utils.evaluate' has no attribute {name!r}")
-
-
-def _predict_paths(model, paths, image_size: int, channels: int, batch_size: int = 64) -> np.ndarray:
-    """Probabilities ``[N, 3]`` of ``model`` for image files (kept for lesson 07; :mod:`cxr_utils.external`)."""
-    import importlib
-
-    x = importlib.import_module("cxr_utils.preprocess").model_input(paths, image_size, channels)
-    return np.asarray(model.predict(x, batch_size=batch_size, verbose=0))

@@ -934,11 +934,6 @@ def _finish(config: dict, run_dir: Path, env: dict, manifest: pd.DataFrame, say:
     return run_dir
 
 
-# The names lesson 06 imported from this module before run folders got their own module (cxr_utils.runs),
-# kept until the lesson, re-executed, imports them from there.
-export_results, history_lines, is_complete, load_run, monitor_of = (
-    runs.export_results, runs.history_lines, runs.is_complete, runs.load_run, runs.monitor_of)
-
 def estimate_seconds(recipe: str, *, epochs: int | None = None, image_size: int | None = None,
                      subset: int | None = None, seed: int = 0, steps: int = 3) -> dict[str, Any]:
     """Estimate how long training ``recipe`` takes on this machine, from a few measured training steps.

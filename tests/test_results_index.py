@@ -12,9 +12,13 @@ import pytest
 from cxr_utils import CLASSES, runs, train
 
 RESULTS = Path(__file__).resolve().parents[1] / "results"
-FOLDERS = sorted(p.parent for p in RESULTS.rglob(runs.CONFIG_FILE))
-ALLOWED = {"description", "notes", "trained_as", "data", "deterministic", "extra_train"}  # words, provenance, later
-# additions to the config (a run trained before a key existed has none)
+ALL_FOLDERS = sorted(p.parent for p in RESULTS.rglob(runs.CONFIG_FILE))
+PRECISION = [p for p in ALL_FOLDERS if p.parent.name == "precision"]
+"""Lesson 06's pair of short runs that differ only in their precision policy: named for the run, not the recipe."""
+FOLDERS = [p for p in ALL_FOLDERS if p not in PRECISION]
+ALLOWED = {"description", "notes", "trained_as", "data", "deterministic", "extra_train", "precision", "strategy"}
+"""Keys that may differ from the recipe's resolved config: words, provenance (the data's fingerprint, the precision
+and the devices a run computed with), and later additions (a run trained before a key existed has none)."""
 
 
 def test_results_holds_the_run_folders_the_course_reports():
@@ -34,7 +38,22 @@ def test_each_run_folder_names_the_recipe_that_reproduces_its_config(folder: Pat
         assert metrics["trained_as"] == config["trained_as"] != folder.name
 
 
-@pytest.mark.parametrize("folder", FOLDERS, ids=[str(p.relative_to(RESULTS)) for p in FOLDERS])
+@pytest.mark.parametrize("folder", PRECISION, ids=[p.name for p in PRECISION])
+def test_each_precision_run_is_the_improved_recipe_shortened_with_the_policy_its_name_says(folder: Path):
+    config = json.loads((folder / runs.CONFIG_FILE).read_text())
+    environment = json.loads((folder / runs.ENVIRONMENT_FILE).read_text())
+    assert config["recipe"] == "improved" and folder.name == f"improved-5ep-64px-{config['precision']}"
+    assert environment["precision"] == config["precision"]  # what the run computed in, not only what was asked
+    resolved = json.loads(json.dumps(train.resolve_config("improved", epochs=5, image_size=64)))
+    differs = {k for k in config.keys() | resolved.keys() if config.get(k) != resolved.get(k)}
+    assert differs <= ALLOWED, (folder.name, differs)
+
+
+def test_the_precision_pair_exists_and_differs_only_in_policy():
+    assert sorted(p.name for p in PRECISION) == ["improved-5ep-64px-float32", "improved-5ep-64px-mixed_bfloat16"]
+
+
+@pytest.mark.parametrize("folder", ALL_FOLDERS, ids=[str(p.relative_to(RESULTS)) for p in ALL_FOLDERS])
 def test_the_results_index_lists_each_folder_with_its_commit(folder: Path):
     index = (RESULTS / "README.md").read_text(encoding="utf-8")
     commit = json.loads((folder / runs.ENVIRONMENT_FILE).read_text())["git_commit"]
@@ -44,7 +63,7 @@ def test_the_results_index_lists_each_folder_with_its_commit(folder: Path):
     assert re.search(rf"`{commit}`", rows[0]), f"the row of {rel} must name the commit {commit} it was trained from"
 
 
-@pytest.mark.parametrize("folder", FOLDERS, ids=[str(p.relative_to(RESULTS)) for p in FOLDERS])
+@pytest.mark.parametrize("folder", ALL_FOLDERS, ids=[str(p.relative_to(RESULTS)) for p in ALL_FOLDERS])
 def test_metrics_json_is_what_the_one_metrics_implementation_computes_from_the_predictions(folder: Path):
     """The committed figures are those cxr_utils.metrics.summary gives on the committed predictions. Counts and
     ratios of counts exactly; the cross-entropy to 1e-5, since the run computed it before the probabilities
