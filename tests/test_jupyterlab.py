@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import secrets
 import signal
 import socket
@@ -233,3 +234,87 @@ def test_jupyter_lab_opens_the_course_and_runs_a_lessons_first_cells(lab):
     assert code == 0, f"jupyter lab exited with {code}:\n{lab.server_log()}"
     _, alive = psutil.wait_procs(kernel_procs, timeout=10)
     assert not alive, f"processes left behind after shutdown: {[p.pid for p in alive]}"
+
+
+# --- lesson 08's panel, in a real browser ------------------------------------------------------------------
+
+ARTIFACTS = REPO / "test-artifacts"
+"""Where the browser test keeps its screenshot (git-ignored)."""
+
+
+UNHIDE_FILE_INPUT = """
+HTMLInputElement.prototype.click = (function (original) {
+    return function () {
+        if (this.type !== "file") { return original.call(this); }
+        this.id = "cxr-test-upload";
+        this.style.display = "block";
+        if (!this.isConnected) { document.body.appendChild(this); }
+    };
+})(HTMLInputElement.prototype.click);
+"""
+
+
+def browser_tools() -> tuple[str, str]:
+    """Debian's Chromium and ChromeDriver (``.ci/run`` installs them when missing)."""
+    import shutil
+
+    found = shutil.which("chromium"), shutil.which("chromedriver")
+    if not all(found):
+        message = ("the browser test needs Chromium and ChromeDriver: on Debian or Ubuntu "
+                   "`sudo apt-get install chromium chromium-driver` (.ci/run installs them)")
+        if os.environ.get("CXR_REQUIRE_BROWSER") == "1":  # CI: never skipped
+            pytest.fail(message)
+        pytest.skip(message)
+    return found
+
+
+def test_lesson_08_panel_predicts_an_uploaded_image_in_a_real_browser(lab, curated_data_dir, mirror, tmp_path):
+    from selenium import webdriver
+    from selenium.webdriver.chrome.options import Options
+    from selenium.webdriver.chrome.service import Service
+    from selenium.webdriver.common.action_chains import ActionChains
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    chromium, chromedriver = browser_tools()
+    name = "08_what_the_model_learned.ipynb"
+    cells = json.loads((REPO / "notebooks" / name).read_text())["cells"]
+    panel = next(i for i, c in enumerate(cells) if "widgets.FileUpload" in "".join(c["source"]))
+    options = Options()
+    options.binary_location = chromium
+    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-quic",
+                "--no-first-run", "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                f"--user-data-dir={tmp_path / 'chromium'}", "--window-size=1400,1100"):
+        options.add_argument(arg)
+    driver = webdriver.Chrome(service=Service(chromedriver), options=options)
+    try:
+        driver.get(f"{lab.base}/lab/tree/notebooks/{name}?token={lab.token}")
+        wait = WebDriverWait(driver, 120)
+        wait.until(lambda d: len(d.find_elements(By.CSS_SELECTOR, ".jp-Notebook .jp-Cell")) >= panel + 1)
+        wait.until(lambda d: "Idle" in d.find_element(By.CSS_SELECTOR, ".jp-NotebookPanel-toolbar").text
+                   or d.find_elements(By.CSS_SELECTOR, ".jp-Notebook-ExecutionIndicator[data-status='idle']"))
+        driver.find_elements(By.CSS_SELECTOR, ".jp-Notebook .jp-Cell")[0].click()
+        ActionChains(driver).send_keys(Keys.ESCAPE).perform()
+        for _ in range(panel + 1):  # run the cells up to the panel, one Shift+Enter each, as a learner would
+            ActionChains(driver).key_down(Keys.SHIFT).send_keys(Keys.ENTER).key_up(Keys.SHIFT).perform()
+        WebDriverWait(driver, 300).until(lambda d: d.find_elements(By.CSS_SELECTOR, ".widget-upload"))
+        # The upload button opens the file dialog of an <input type=file> it keeps out of the page. Put that input
+        # into the page when the button clicks it (instead of opening a dialog), so the test can choose a file.
+        driver.execute_script(UNHIDE_FILE_INPUT)
+        driver.find_element(By.CSS_SELECTOR, ".widget-upload").click()
+        upload = WebDriverWait(driver, 10).until(lambda d: d.find_element(By.ID, "cxr-test-upload"))
+        image = sorted((mirror / "chest_xray" / "test" / "NORMAL").glob("*.jpeg"))[0]
+        upload.send_keys(str(image))
+        WebDriverWait(driver, 180).until(lambda d: "p(COVID-19) =" in d.find_element(By.TAG_NAME, "body").text)
+        text = driver.find_element(By.TAG_NAME, "body").text
+        ARTIFACTS.mkdir(exist_ok=True)
+        driver.save_screenshot(str(ARTIFACTS / "lesson08-panel.png"))
+    finally:
+        driver.quit()
+    line = next(ln for ln in text.splitlines() if "p(COVID-19) =" in ln)
+    assert line.startswith(image.name) and "called" in line
+    probabilities = [float(v) for v in re.findall(r"= ([0-9.]+)", line)]
+    assert len(probabilities) == 3 and abs(sum(probabilities) - 1) < 0.01
+    assert "Research and teaching use only" in text
+    assert (ARTIFACTS / "lesson08-panel.png").stat().st_size > 10_000

@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from cxr_utils import CLASSES, paths, predictions
+from cxr_utils import CLASSES, decisions, paths, predictions, shortcuts
 
 pytestmark = pytest.mark.notebook
 REPO = Path(__file__).resolve().parents[1]
@@ -105,4 +105,36 @@ def test_lesson_07_recomputes_the_committed_results_with_intervals(lesson) -> No
     assert "McNemar exact test: p =" in run.text
     if os.environ.get("CXR_SMOKE") == "1":
         assert "Smoke mode: the external evaluation is skipped" in run.text
-    assert run.figures == 4  # confusion matrices, ROC, reliability, paper vs ours
+    probs, y = predictions.probabilities(df), predictions.true_labels(df)
+    cost = 1 - np.eye(len(CLASSES))
+    cost[0, 1:] = 10  # section 10: a missed COVID-19 costs ten false alarms
+    totals = (cost[y, probs.argmax(axis=1)].sum(), cost[y, decisions.bayes_calls(probs, cost)].sum())
+    assert f"total cost: argmax {totals[0]:.0f}, least expected cost {totals[1]:.0f}" in run.text
+    assert run.figures == 5  # confusion matrices, ROC, reliability, paper vs ours, the COVID-19 trade-off
+
+
+def test_lesson_08_runs_its_experiments_and_reports_what_their_predictions_say(lesson) -> None:
+    run = lesson("08_what_the_model_learned.ipynb")
+    assert "Research and teaching use only" in run.text  # the panel's notice
+    assert "--- paper: 13 layers with weights" in run.text and "--- improved: 17 layers with weights" in run.text
+    for name in ("control_64", "lungs_hidden", "border_only"):
+        df = predictions.load_predictions(paths.runs_dir() / f"smoke-{name}" / "predictions_test.csv")
+        accuracy = float((predictions.predicted(df) == predictions.true_labels(df)).mean())
+        assert re.search(rf"^{name} {accuracy:.3f} \[", run.text, re.M), name  # the table shows what the run predicted
+    labels = predictions.true_labels(df)
+    assert f"always the largest class scores {np.bincount(labels).max() / len(labels):.3f} accuracy" in run.text
+    source = pd.read_csv(paths.runs_dir() / "smoke-source_prediction" / "predictions_test.csv")
+    named = np.array(shortcuts.SOURCES)[source[[f"p_{s}" for s in shortcuts.SOURCES]].to_numpy().argmax(axis=1)]
+    assert run.number(r"\naccuracy ([0-9.]+) ") == pytest.approx((named == source["source"]).mean(), abs=5e-4)
+    # ages per class and source: Cohen's COVID-19 patients have ages, Kaggle's Normal children none in the metadata
+    assert re.search(r"^ ?cohen \d+ [1-9]\d* [\d.]+ ", run.text, re.M)
+    assert re.search(r"^Normal kaggle \d+ 0 NaN", run.text, re.M)
+    if os.environ.get("CXR_EXTERNAL_DIR"):
+        assert "external Normals: 150 join training, 150 are kept for testing" in run.text
+        config = json.loads((paths.runs_dir() / "smoke-deconfounded" / "config.json").read_text())
+        assert config["extra_train"] == "external_normals"
+        assert "kept adult Normals called COVID-19" in run.text and "McNemar exact p" in run.text
+    else:
+        assert "CXR_EXTERNAL_DIR is not set" in run.text
+    assert run.figures >= 6  # galleries, Grad-CAM overlays, randomisation check, what the masked runs see
+    assert "lesson 08 ran in" in run.text
