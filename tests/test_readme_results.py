@@ -68,3 +68,19 @@ def test_a_changed_figure_in_the_readme_is_read_back_changed(tmp_path):
     again = _table(readme)
     assert again["test accuracy"][COLUMNS["improved"]] == changed != cell
     assert again["test accuracy"][COLUMNS["paper"]] == original["test accuracy"][COLUMNS["paper"]]
+
+
+def test_the_external_figures_match_the_committed_external_predictions():
+    """The README's adult-Normals-called-COVID-19 counts are those of ``results/<run>/predictions_external.csv``
+    (lesson 07 writes that file into each run folder; the export copies it)."""
+    from cxr_utils import predictions
+
+    text = (REPO / "README.md").read_text(encoding="utf-8")
+    found = re.search(r"`improved` calls (\d+) COVID-19 \(`paper` (\d+)\)", text)
+    assert found, "the README's Results must say how many external Normals each recipe calls COVID-19"
+    for run, stated in zip(("improved", "paper"), found.groups(), strict=True):
+        df = predictions.load_predictions(REPO / "results" / run / "predictions_external.csv")
+        assert len(df) == 600 and (df["label"] == "Normal").sum() == 300
+        called = predictions.predicted(df)
+        normals_called_covid = int(((df["label"] == "Normal").to_numpy() & (called == 0)).sum())
+        assert int(stated) == normals_called_covid, run
