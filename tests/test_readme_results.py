@@ -84,3 +84,48 @@ def test_the_external_figures_match_the_committed_external_predictions():
         called = predictions.predicted(df)
         normals_called_covid = int(((df["label"] == "Normal").to_numpy() & (called == 0)).sum())
         assert int(stated) == normals_called_covid, run
+
+
+def _lesson08_rows() -> dict[str, str]:
+    text = (REPO / "README.md").read_text(encoding="utf-8")
+    section = text.split("### What the models learned (lesson 08)", 1)[1].split("\n## ", 1)[0]
+    rows = [[c.strip() for c in line.strip().strip("|").split("|")] for line in section.splitlines()
+            if line.startswith("| ") and "---" not in line]
+    return {cells[0]: cells[2] for cells in rows[1:]}
+
+
+def test_lesson_08_shortcut_figures_are_those_of_the_committed_runs():
+    from cxr_utils import predictions, shortcuts
+
+    rows = _lesson08_rows()
+    for name, label in (("control_64", "whole images (`control_64`)"), ("lungs_hidden", "(`lungs_hidden`)"),
+                        ("border_only", "(`border_only`)")):
+        df = predictions.load_predictions(REPO / "results" / "lesson08" / name / "predictions_test.csv")
+        a = ev.evaluate_predictions(df, n_boot=2000, seed=0).overall.loc["accuracy"]
+        row = next(v for k, v in rows.items() if k.endswith(label))
+        assert row == metrics.interval_text(a["estimate"], a["ci_low"], a["ci_high"]), name
+    source = pd.read_csv(REPO / "results" / "lesson08" / "source_prediction" / "predictions_test.csv",
+                         dtype={"split_group": str})
+    table = shortcuts.source_report(source, n_boot=2000, seed=0)
+    acc = table.loc["accuracy"]
+    row_key = next(k for k in rows if "source collection" in k)
+    assert rows[row_key] == metrics.interval_text(acc["estimate"], acc["ci_low"], acc["ci_high"])
+    chance = table.loc["chance (always the largest source)", "estimate"]
+    assert f'(always "Kaggle": {chance:.3f})' in (REPO / "README.md").read_text(encoding="utf-8")
+
+
+def test_lesson_08_deconfounding_figures_are_those_of_the_committed_predictions(external_dir):
+    from cxr_utils import external, predictions
+
+    rows = _lesson08_rows()
+    kept = set(external.kept_for_testing(external_dir)["path"])
+    files = {"improved": REPO / "results" / "improved", "deconfounded": REPO / "results" / "lesson08" / "deconfounded"}
+    for run, folder in files.items():
+        df = predictions.load_predictions(folder / "predictions_external.csv")
+        df = df[df["path"].isin(kept)]
+        called, y = predictions.predicted(df), predictions.true_labels(df)
+        for what, cls in (("kept adult Normals", 1), ("external COVID-19", 0)):
+            k, n = int(((called == 0) & (y == cls)).sum()), int((y == cls).sum())
+            lo, hi = metrics.wilson_interval(k, n)
+            key = next(key for key in rows if key.startswith(f"`{run}`") and what in key)
+            assert rows[key] == f"{metrics.interval_text(k / n, lo, hi)} ({k}/{n})", (run, what)

@@ -12,7 +12,10 @@ import pytest
 from cxr_utils import CLASSES, runs, train
 
 RESULTS = Path(__file__).resolve().parents[1] / "results"
-ALL_FOLDERS = sorted(p.parent for p in RESULTS.rglob(runs.CONFIG_FILE))
+CONFIGS = sorted(RESULTS.rglob(runs.CONFIG_FILE))
+TASKS = [p.parent for p in CONFIGS if "task" in json.loads(p.read_text())]
+"""Runs of another task than the three classes (lesson 08's source prediction): not a recipe's run folder."""
+ALL_FOLDERS = [p.parent for p in CONFIGS if p.parent not in TASKS]
 PRECISION = [p for p in ALL_FOLDERS if p.parent.name == "precision"]
 """Lesson 06's pair of short runs that differ only in their precision policy: named for the run, not the recipe."""
 FOLDERS = [p for p in ALL_FOLDERS if p not in PRECISION]
@@ -47,6 +50,17 @@ def test_each_precision_run_is_the_improved_recipe_shortened_with_the_policy_its
     resolved = json.loads(json.dumps(train.resolve_config("improved", epochs=5, image_size=64)))
     differs = {k for k in config.keys() | resolved.keys() if config.get(k) != resolved.get(k)}
     assert differs <= ALLOWED, (folder.name, differs)
+
+
+def test_the_source_prediction_run_is_the_one_lesson_08_trains_and_is_listed(curated_data_dir):
+    """Its config is lesson 08's ``shortcuts.source_config()``, on the manifest the curation writes from the mirror."""
+    from cxr_utils import shortcuts
+
+    assert [p.relative_to(RESULTS).as_posix() for p in TASKS] == ["lesson08/source_prediction"]
+    config = json.loads((TASKS[0] / runs.CONFIG_FILE).read_text())
+    assert config == json.loads(json.dumps(shortcuts.source_config(64, 8, 0, None)))
+    index = (RESULTS / "README.md").read_text(encoding="utf-8")
+    assert sum("`lesson08/source_prediction/`" in line for line in index.splitlines() if line.startswith("|")) == 1
 
 
 def test_the_precision_pair_exists_and_differs_only_in_policy():
