@@ -68,9 +68,9 @@ def badge_line(repository: str, notebook_name: str) -> str:
     )
 
 
-DATA_FREE = ("03_architecture.ipynb", "07_evaluation.ipynb")
-"""Lessons that read no image files (03 builds networks; 07 evaluates the committed predictions): on Colab
-their setup cell fetches nothing."""
+DATA_FREE = ("03_architecture.ipynb",)
+"""Lessons that read no data files (03 builds networks; 07 reads the curated manifest for its section on
+priors, so it is not among them): on Colab their setup cell fetches nothing."""
 
 
 def setup_source(repository: str, notebook_name: str = "") -> str:

@@ -8,6 +8,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -92,10 +93,21 @@ def test_ctrl_c_during_curation_exits_130_and_leaves_the_manifest_whole(data_cop
     env = {**os.environ, "CXR_DATA_DIR": str(data_copy)}
     proc = subprocess.Popen([sys.executable, "-m", "cxr_utils.cli", "curate", "--force"], env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    time.sleep(8)  # imports, then decoding some 6,000 images for their hashes: well past this
+    seen: list[str] = []  # stderr as it arrives (the progress bar), read by a thread so the pipe never fills
+    reader = threading.Thread(target=lambda: seen.extend(iter(lambda: proc.stderr.read(1), "")), daemon=True)
+    reader.start()
+    deadline = time.time() + 120
+    while "Decoding and hashing images" not in "".join(seen):  # wait for the decoding itself, whatever the load
+        assert proc.poll() is None, "curation ended before it could be interrupted"
+        assert time.time() < deadline, "curation never started decoding"
+        time.sleep(0.1)
+    time.sleep(1)  # into the decoding of some 6,000 images, which takes several seconds
     assert proc.poll() is None, "curation ended before it could be interrupted"
     proc.send_signal(signal.SIGINT)
-    out, err = proc.communicate(timeout=120)
+    out = proc.stdout.read()
+    proc.wait(timeout=120)
+    reader.join(timeout=30)
+    err = "".join(seen)
     assert proc.returncode == 130, (out, err)
     assert "interrupted" in one_error_line(subprocess.CompletedProcess(proc.args, 130, out, err))
     assert manifest.read_bytes() == before

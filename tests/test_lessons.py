@@ -66,9 +66,13 @@ def test_lesson_05_tabulates_schedules_reloads_one_and_sweeps_the_rate_to_its_en
     assert 0 < done <= asked == 12  # the smoke sweep
     if done == asked:  # a sweep that did not diverge ends at max_lr = 1.0, exponentially from 1e-6
         assert last == pytest.approx(1.0)
-    suggestions = json.loads(run.line("{'min_loss'").replace("'", '"'))
-    assert all(1e-6 <= float(v) <= 1.0 for v in suggestions.values())
-    assert 1e-6 <= run.number(r"chosen peak rate: ([0-9.e+-]+)") <= 1.0
+    for curve in ("smoothed", "median"):  # the lagging moving average and the running median, each suggested
+        suggestions = json.loads(run.line(f"{curve}:").split(":", 1)[1].replace("'", '"'))
+        assert set(suggestions) == {"min_loss", "min_loss_over_10", "steepest"}
+        assert all(1e-6 <= float(v) <= 1.0 for v in suggestions.values()), curve
+        if curve == "smoothed":
+            chosen = float(f"{float(suggestions['min_loss_over_10']):.0e}")  # the lesson's rule, one digit
+    assert run.number(r"chosen peak rate: ([0-9.e+-]+)") == pytest.approx(chosen)
     assert run.figures >= 2
 
 
