@@ -91,8 +91,11 @@ def test_ctrl_c_during_curation_exits_130_and_leaves_the_manifest_whole(data_cop
     before = manifest.read_bytes()
     (data_copy / "curated" / ".image_features.pkl").unlink()  # so curation decodes for a while
     env = {**os.environ, "CXR_DATA_DIR": str(data_copy)}
+    # As from a terminal: SIGINT at its default, even when the tests themselves were started in the background (a
+    # non-interactive shell starts background commands with SIGINT ignored, and their children inherit that).
     proc = subprocess.Popen([sys.executable, "-m", "cxr_utils.cli", "curate", "--force"], env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     seen: list[str] = []  # stderr as it arrives (the progress bar), read by a thread so the pipe never fills
     reader = threading.Thread(target=lambda: seen.extend(iter(lambda: proc.stderr.read(1), "")), daemon=True)
     reader.start()
