@@ -4,9 +4,9 @@ Each lesson starts with the same three cells, which :func:`synced` writes (idemp
 
 1. a markdown cell opening with the "Open in Colab" badge for *that* notebook (the line marked
    ``<!-- colab-badge -->``; the rest of the cell, title and introduction, is the author's);
-2. a code cell tagged ``setup``: on Google Colab it clones the course, installs it and fetches
-   the data; everywhere else it only calls ``cxr_utils.notebook.setup()`` (quiet TensorFlow import,
-   figure dpi), installing and downloading nothing;
+2. a code cell tagged ``setup``: on Google Colab it clones the course, installs it and, unless the
+   lesson is in :data:`DATA_FREE`, fetches the data; everywhere else it only calls
+   ``cxr_utils.notebook.setup()`` (quiet TensorFlow import, figure dpi), installing and downloading nothing;
 3. the author's code cell tagged ``parameters`` (papermill injects values after it).
 
 The badge and the Colab setup come from one setting, ``[tool.cxr-course] repository`` in

@@ -1,14 +1,8 @@
 #!/usr/bin/env python3
 """Keep every lesson's header in step, and execute lessons for commit.
 
-Each lesson starts with the same three cells, which this tool writes (idempotently):
-
-1. a markdown cell opening with the "Open in Colab" badge for *that* notebook (the line marked
-   ``<!-- colab-badge -->``; the rest of the cell, title and introduction, is the author's);
-2. a code cell tagged ``setup``: on Google Colab it clones the course, installs it and fetches
-   the data; everywhere else it only calls ``cxr_utils.notebook.setup()`` (quiet TensorFlow import,
-   figure dpi), installing and downloading nothing;
-3. the author's code cell tagged ``parameters`` (papermill injects values after it).
+Every lesson starts with the same header cells (the Colab badge, the ``setup`` cell, the author's
+``parameters`` cell): what they are is described once, in :mod:`cxr_utils.lessons`, which writes them.
 
 The badge and the Colab setup are generated from one setting, ``[tool.cxr-course] repository``
 in ``pyproject.toml``, so a fork repoints every badge with one command:
