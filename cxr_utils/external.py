@@ -178,6 +178,40 @@ def kept_for_testing(root: str | os.PathLike[str]) -> pd.DataFrame:
     return pd.concat([ext[ext["label"] == "COVID-19"], kept], ignore_index=True)
 
 
+KEPT_CALLS: tuple[tuple[str, str, str], ...] = (
+    ("kept adult Normals called COVID-19", "Normal", "COVID-19"),
+    ("kept adult Normals called Normal", "Normal", "Normal"),
+    ("external COVID-19 called COVID-19", "COVID-19", "COVID-19"),
+)
+"""The figures of the de-confounding experiment: ``(figure, actual class, called class)``."""
+
+
+def kept_calls(frames: dict[str, pd.DataFrame], root: str | os.PathLike[str]) -> pd.DataFrame:
+    """Count how each run calls the external images no model trained on (:func:`kept_for_testing`).
+
+    Args:
+        frames: run name -> its predictions of the external set (``predictions_external.csv``, or
+            :func:`predict_external`'s table); images outside the kept ones are left out.
+        root: the external set's folder (``CXR_EXTERNAL_DIR``), to know which Normals were kept.
+
+    Returns:
+        One row per figure of :data:`KEPT_CALLS` and run (index ``figure``, ``run``): ``k`` of ``n`` images,
+        their ``share`` and its 95 % Wilson interval (``wilson_low``, ``wilson_high``).
+    """
+    kept = set(kept_for_testing(root)["path"])
+    calls = {name: (predicted(df[df["path"].isin(kept)]), true_labels(df[df["path"].isin(kept)]))
+             for name, df in frames.items()}
+    rows = []
+    for figure, cls, as_ in KEPT_CALLS:
+        for name, (called, actual) in calls.items():
+            is_cls = actual == CLASSES.index(cls)
+            k, n = int((is_cls & (called == CLASSES.index(as_))).sum()), int(is_cls.sum())
+            lo, hi = wilson_interval(k, n)
+            rows.append({"figure": figure, "run": name, "k": k, "n": n, "share": k / n if n else np.nan,
+                         "wilson_low": lo, "wilson_high": hi})
+    return pd.DataFrame(rows).set_index(["figure", "run"])
+
+
 def extra_training_images(name: str) -> tuple[list[Path], np.ndarray]:
     """The files and class indices a recipe's ``extra_train`` adds to training (see :class:`cxr_utils.train.Recipe`).
 

@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from cxr_utils import data, errors, external, models, runs, saliency, shortcuts, train
+from cxr_utils import CLASSES, data, errors, external, models, runs, saliency, shortcuts, train
 from cxr_utils.images import read_image
 
 
@@ -50,6 +50,23 @@ def test_the_external_normals_split_is_fixed_disjoint_and_blind_to_the_images(ex
     pd.testing.assert_frame_equal(chosen, again)
     testing = external.kept_for_testing(external_dir)
     assert set(testing["path"]) & set(chosen["path"]) == set() and (testing["label"] == "COVID-19").sum() == 300
+
+
+def test_kept_calls_counts_only_the_kept_images_and_each_call_once(external_dir):
+    ext = external.external_images(external_dir).sort_values("path").reset_index(drop=True)
+    _, kept = external.split_normals(external_dir)
+    is_kept_normal = ext["path"].isin(set(kept["path"])).to_numpy()
+    probs = np.tile([0.1, 0.8, 0.1], (len(ext), 1))  # every image called Normal ...
+    probs[ext["label"].to_numpy() == "COVID-19"] = [0.7, 0.2, 0.1]  # ... but the COVID-19 ones, called COVID-19,
+    probs[np.flatnonzero(is_kept_normal)[:10]] = [0.6, 0.3, 0.1]  # and 10 kept Normals called COVID-19
+    probs[np.flatnonzero(~is_kept_normal & (ext["label"] == "Normal").to_numpy())] = [0.9, 0.05, 0.05]  # not kept
+    df = ext.assign(**{f"p_{c}": probs[:, i] for i, c in enumerate(CLASSES)})
+    table = external.kept_calls({"a run": df}, external_dir)
+    counts = {figure: (row.k, row.n) for (figure, _), row in table.iterrows()}
+    assert counts == {"kept adult Normals called COVID-19": (10, 150), "kept adult Normals called Normal": (140, 150),
+                      "external COVID-19 called COVID-19": (300, 300)}
+    row = table.loc[("kept adult Normals called COVID-19", "a run")]
+    assert row.wilson_low < row.share == pytest.approx(10 / 150) < row.wilson_high
 
 
 def test_extra_training_images_join_the_training_split_only(external_dir, curated_data_dir, monkeypatch):
