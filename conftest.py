@@ -13,6 +13,9 @@ every test, lesson cells included):
   ``notebooks/`` are only read.
 - The data is fetched from the mirror and curated once, before the first test or lesson cell that
   needs it (:func:`curated_data`).
+- Under pytest-xdist each worker's TensorFlow, and that of the kernels and processes it starts, gets its share
+  of the cores (``TF_NUM_INTRAOP_THREADS`` and ``TF_NUM_INTEROP_THREADS``, unless set): two workers on two
+  cores then take turns instead of fighting over them.
 - Each lesson is executed once per session. With ``--nbval-lax`` nbval executes it (its cells run first,
   in lesson order) and checks the cells marked ``# NBVAL_CHECK_OUTPUT``; the outputs it got are kept
   (:data:`EXECUTED`) and every other check of that lesson reads them (fixture ``lesson``). Without nbval,
@@ -73,6 +76,11 @@ def pytest_configure(config: pytest.Config) -> None:
     os.environ["CXR_RUNS_DIR"] = str(_SESSION["runs"])
     os.environ["CXR_SMOKE"] = "1"
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    if workers > 1:  # each worker's TensorFlow (and its kernels' and subprocesses') gets its share of the cores
+        share = str(max(1, (os.cpu_count() or 1) // workers))
+        for name in ("TF_NUM_INTRAOP_THREADS", "TF_NUM_INTEROP_THREADS", "OMP_NUM_THREADS"):
+            os.environ.setdefault(name, share)
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
@@ -113,13 +121,18 @@ GROUPS = {"test_lessons.py": "lessons", **{name: "tiny_run" for name in (
 (they read that execution), and the users of the session's ``tiny_run``. Every other file is a group of its own."""
 
 
+SOLUTIONS_AFTER_LESSONS = ("08_what_the_model_learned_solutions.ipynb",)
+"""Solutions notebooks that use the small runs their lesson trained (in the session's runs folder): they run in the
+``lessons`` group, after the lessons, and find those runs instead of training them again."""
+
+
 def group_of(nodeid: str) -> str:
-    """The group a test runs in under pytest-xdist: ``lessons`` for the lessons' cells and their checks, else
-    the test file's group (:data:`GROUPS`) or the file itself. The solutions notebooks are a group of their own (no
-    check reads their execution), so the two workers share the notebooks' time."""
+    """The group a test runs in under pytest-xdist: ``lessons`` for the lessons' cells, their checks and the
+    solutions of :data:`SOLUTIONS_AFTER_LESSONS`; else the test file's group (:data:`GROUPS`) or the file itself
+    (each other solutions notebook is a group of its own, so the two workers share them)."""
     path = nodeid.split("::", 1)[0]
     if path.startswith("notebooks/solutions/"):
-        return "solutions"
+        return "lessons" if path.rsplit("/", 1)[-1] in SOLUTIONS_AFTER_LESSONS else path
     if path.startswith("notebooks/"):
         return "lessons"
     return GROUPS.get(path.rsplit("/", 1)[-1], path)

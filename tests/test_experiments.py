@@ -66,7 +66,7 @@ def test_kept_calls_counts_only_the_kept_images_and_each_call_once(external_dir)
     assert counts == {"kept adult Normals called COVID-19": (10, 150), "kept adult Normals called Normal": (140, 150),
                       "external COVID-19 called COVID-19": (300, 300)}
     row = table.loc[("kept adult Normals called COVID-19", "a run")]
-    assert row.wilson_low < row.share == pytest.approx(10 / 150) < row.wilson_high
+    assert row.share == pytest.approx(10 / 150) and row.wilson_low < row.share < row.wilson_high
 
 
 def test_extra_training_images_join_the_training_split_only(external_dir, curated_data_dir, monkeypatch):

@@ -22,8 +22,19 @@ from cxr_utils.predictions import PROB_COLUMNS
 
 
 def cxr_predict(*args: str) -> subprocess.CompletedProcess:
+    """Run the installed ``cxr-predict`` command in its own process, as a user would."""
     return subprocess.run([str(Path(sys.executable).parent / "cxr-predict"), *map(str, args)], capture_output=True,
                           text=True, timeout=300, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+
+
+def predict_main(capsys, *args: str) -> subprocess.CompletedProcess:
+    """Run the command's ``main`` in this process (what ``cxr-predict`` calls; the first test runs the command
+    itself): exit status, standard output and standard error as :func:`cxr_predict` returns them, without a new
+    Python loading TensorFlow for each call."""
+    capsys.readouterr()
+    code = predict.main(list(map(str, args)))
+    out, err = capsys.readouterr()
+    return subprocess.CompletedProcess(["cxr-predict", *map(str, args)], code, out, err)
 
 
 @pytest.fixture(scope="module")
@@ -58,22 +69,22 @@ def test_every_form_of_an_image_is_predicted_and_the_same_picture_gets_the_same_
     assert set(table["called"]) <= set(CLASSES)
 
 
-def test_the_table_and_json_outputs_say_the_same(tiny_run, images):
-    shown = cxr_predict(tiny_run, images / "grey.jpg", images / "m2.dcm")
+def test_the_table_and_json_outputs_say_the_same(tiny_run, images, capsys):
+    shown = predict_main(capsys, tiny_run, images / "grey.jpg", images / "m2.dcm")
     assert shown.returncode == 0 and shown.stdout.splitlines()[0] == predict.NOTICE
     assert "grey.jpg" in shown.stdout and "called" in shown.stdout
-    as_json = json.loads(cxr_predict(tiny_run, images / "grey.jpg", "--format", "json").stdout)
+    as_json = json.loads(predict_main(capsys, tiny_run, images / "grey.jpg", "--format", "json").stdout)
     assert as_json[0]["file"].endswith("grey.jpg") and as_json[0]["called"] in CLASSES
 
 
-def test_bad_inputs_are_named_and_the_rest_still_predicted(tiny_run, images, tmp_path, mirror):
+def test_bad_inputs_are_named_and_the_rest_still_predicted(tiny_run, images, tmp_path, mirror, capsys):
     (tmp_path / "notes.png").write_text("patient,finding\n1,COVID-19\n")
     jpeg = sorted((mirror / "chest_xray" / "test" / "NORMAL").glob("*.jpeg"))[0].read_bytes()
     (tmp_path / "cut.jpeg").write_bytes(jpeg[: len(jpeg) // 3])
     write_dicom(tmp_path / "report.dcm", None, with_pixels=False)
     Image.new("L", (12_000, 8_000)).save(tmp_path / "huge.png", optimize=True)  # 96 MP: above the limit
     shutil.copy(images / "grey.jpg", tmp_path / "fine.jpg")
-    done = cxr_predict(tiny_run, tmp_path, tmp_path / "missing.png", "--format", "csv")
+    done = predict_main(capsys, tiny_run, tmp_path, tmp_path / "missing.png", "--format", "csv")
     assert done.returncode == 1
     assert "fine.jpg" in done.stdout and len(pd.read_csv(pd.io.common.StringIO(done.stdout))) == 1
     for name, reason in (("notes.png", "not an image"), ("cut.jpeg", "truncated"), ("report.dcm", "without pixel data"),
@@ -126,8 +137,8 @@ def test_a_run_folder_that_cannot_predict_is_a_usage_error(tiny_run, images, tmp
         in done.stderr
 
 
-def test_gradcam_overlays_are_written_for_each_image(tiny_run, images, tmp_path):
-    done = cxr_predict(tiny_run, images / "grey.jpg", images / "m1.dcm", "--gradcam", tmp_path / "maps")
+def test_gradcam_overlays_are_written_for_each_image(tiny_run, images, tmp_path, capsys):
+    done = predict_main(capsys, tiny_run, images / "grey.jpg", images / "m1.dcm", "--gradcam", tmp_path / "maps")
     assert done.returncode == 0, done.stderr
     written = sorted(p.name for p in (tmp_path / "maps").iterdir())
     assert written == ["grey.jpg.gradcam.png", "m1.dcm.gradcam.png"]

@@ -103,12 +103,14 @@ def test_each_shared_function_is_defined_in_one_module(name):
     assert len(defined) == 1, (name, defined)
 
 
-def test_under_two_workers_the_lessons_and_their_checks_share_one_worker_and_so_do_the_tiny_run_users():
+def test_under_two_workers_lessons_checks_and_lesson_08_solutions_share_a_worker_as_do_the_tiny_run_users():
     import conftest
 
     assert conftest.group_of("notebooks/06_training.ipynb::Cell 5") == "lessons"
     assert conftest.group_of("tests/test_lessons.py::test_lesson_06_trains_both_recipes") == "lessons"
-    assert conftest.group_of("notebooks/solutions/06_training_solutions.ipynb::Cell 2") == "solutions"
+    assert conftest.group_of("notebooks/solutions/08_what_the_model_learned_solutions.ipynb::Cell 2") == "lessons"
+    assert conftest.group_of("notebooks/solutions/06_training_solutions.ipynb::Cell 2") not in (
+        "lessons", conftest.group_of("notebooks/solutions/05_lr_schedules_solutions.ipynb::Cell 2"))
     assert conftest.group_of("tests/test_train.py::test_x") == conftest.group_of("tests/test_tensorboard.py::t")
     assert conftest.group_of("tests/test_data.py::test_a") == "tests/test_data.py" != conftest.group_of(
         "tests/test_images.py::test_b")
