@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from cxr_utils import CLASSES, decisions, paths, predictions, shortcuts
+from cxr_utils import CLASSES, decisions, external, paths, predictions, shortcuts
 
 pytestmark = pytest.mark.notebook
 REPO = Path(__file__).resolve().parents[1]
@@ -135,9 +135,15 @@ def test_lesson_08_runs_its_experiments_and_reports_what_their_predictions_say(l
     assert re.search(r"^Normal kaggle \d+ 0 NaN", run.text, re.M)
     if os.environ.get("CXR_EXTERNAL_DIR"):
         assert "external Normals: 150 join training, 150 are kept for testing" in run.text
-        config = json.loads((paths.runs_dir() / "smoke-deconfounded" / "config.json").read_text())
-        assert config["extra_train"] == "external_normals"
+        config = json.loads((paths.runs_dir() / "smoke-deconfounded_64" / "config.json").read_text())
+        assert config["extra_train"] == "external_normals" and config["recipe"] == "deconfounded_64"
         assert "kept adult Normals called COVID-19" in run.text and "McNemar exact p" in run.text
+        # the full-size experiment is read from the committed results: their kept Normals called COVID-19
+        committed = {name: predictions.load_predictions(REPO / "results" / folder / "predictions_external.csv")
+                     for name, folder in (("improved", "improved"), ("deconfounded", "lesson08/deconfounded"))}
+        k = external.kept_calls(committed, os.environ["CXR_EXTERNAL_DIR"]).xs("kept adult Normals called COVID-19")["k"]
+        assert re.search(rf"^kept adult Normals called COVID-19 improved {k['improved']} 150 [^\n]*\n ?deconfounded "
+                         rf"{k['deconfounded']} 150 ", run.text, re.M)
     else:
         assert "CXR_EXTERNAL_DIR is not set" in run.text
     assert run.figures >= 6  # galleries, Grad-CAM overlays, randomisation check, what the masked runs see

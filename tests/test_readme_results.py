@@ -118,14 +118,14 @@ def test_lesson_08_deconfounding_figures_are_those_of_the_committed_predictions(
     from cxr_utils import external, predictions
 
     rows = _lesson08_rows()
-    kept = set(external.kept_for_testing(external_dir)["path"])
-    files = {"improved": REPO / "results" / "improved", "deconfounded": REPO / "results" / "lesson08" / "deconfounded"}
-    for run, folder in files.items():
-        df = predictions.load_predictions(folder / "predictions_external.csv")
-        df = df[df["path"].isin(kept)]
-        called, y = predictions.predicted(df), predictions.true_labels(df)
-        for what, cls in (("kept adult Normals", 1), ("external COVID-19", 0)):
-            k, n = int(((called == 0) & (y == cls)).sum()), int((y == cls).sum())
-            lo, hi = metrics.wilson_interval(k, n)
+    lesson08 = REPO / "results" / "lesson08"
+    files = {"improved": REPO / "results" / "improved", "deconfounded": lesson08 / "deconfounded",
+             "control_64": lesson08 / "control_64", "deconfounded_64": lesson08 / "deconfounded_64"}
+    frames = {run: predictions.load_predictions(folder / "predictions_external.csv") for run, folder in files.items()}
+    table = external.kept_calls(frames, external_dir)
+    for run in files:
+        for what in ("kept adult Normals", "external COVID-19"):
+            row = table.loc[(f"{what} called COVID-19", run)]
             key = next(key for key in rows if key.startswith(f"`{run}`") and what in key)
-            assert rows[key] == f"{metrics.interval_text(k / n, lo, hi)} ({k}/{n})", (run, what)
+            expected = f"{metrics.interval_text(row.share, row.wilson_low, row.wilson_high)} ({row.k:.0f}/{row.n:.0f})"
+            assert rows[key] == expected, (run, what)
