@@ -14,8 +14,8 @@ every test, lesson cells included):
 - The data is fetched from the mirror and curated once, before the first test or lesson cell that
   needs it (:func:`curated_data`).
 - Under pytest-xdist each worker's TensorFlow, and that of the kernels and processes it starts, gets its share
-  of the cores (``TF_NUM_INTRAOP_THREADS`` and ``TF_NUM_INTEROP_THREADS``, unless set): two workers on two
-  cores then take turns instead of fighting over them.
+  of the cores (``TF_NUM_INTRAOP_THREADS``, ``TF_NUM_INTEROP_THREADS``, ``OMP_NUM_THREADS``, unless set): two
+  workers on two cores then take turns instead of fighting over them.
 - Each lesson is executed once per session. With ``--nbval-lax`` nbval executes it (its cells run first,
   in lesson order) and checks the cells marked ``# NBVAL_CHECK_OUTPUT``; the outputs it got are kept
   (:data:`EXECUTED`) and every other check of that lesson reads them (fixture ``lesson``). Without nbval,
