@@ -29,6 +29,7 @@ from cxr_utils.metrics import (
     confusion_matrix,
     expected_calibration_error,
     image_losses,
+    interval_text,
     keras_micro_precision_recall,
     metrics_from_confusion,
     percentiles,
@@ -118,6 +119,30 @@ class Report:
     def figure(self, metric: str, label: str | None = None) -> pd.Series:
         """Return the row of ``metric`` (``overall``) or ``(label, metric)`` (``per_class``)."""
         return self.overall.loc[metric] if label is None else self.per_class.loc[(label, metric)]
+
+
+def figures_table(reports: dict[str, Report], figures: tuple[str, ...] = ("accuracy", "macro recall", "recall")
+                  ) -> pd.DataFrame:
+    """Put runs side by side: one row per report, one column per figure, each ``estimate [ci_low, ci_high]``.
+
+    Args:
+        reports: run name -> its :class:`Report`.
+        figures: ``overall`` metrics (``"accuracy"``, ``"macro recall"``, ...); a per-class metric
+            (``"recall"``, ``"precision"``, ...) gives one column per class, ``"recall COVID-19"`` etc.
+
+    Returns:
+        A table of text (:func:`cxr_utils.metrics.interval_text`), index the run names.
+    """
+    rows = {}
+    for name, rep in reports.items():
+        row = {}
+        for metric in figures:
+            if metric in rep.overall.index:
+                row[metric] = rep.figure(metric)
+            else:
+                row.update({f"{metric} {c}": rep.figure(metric, c) for c in CLASSES})
+        rows[name] = {k: interval_text(v["estimate"], v["ci_low"], v["ci_high"]) for k, v in row.items()}
+    return pd.DataFrame(rows).T
 
 
 def _row(estimate, lo, hi, k=np.nan, n=np.nan, confidence=0.95) -> dict:

@@ -364,3 +364,20 @@ def test_external_plot_draws_a_proportion_of_one_without_negative_error_bars():
     assert s.loc[("Normal recall", "external"), "estimate"] == 1.0
     fig = plots.plot_external({"all Normal": s})
     assert len(fig.axes) == 1
+
+
+def test_figures_table_puts_runs_side_by_side_with_each_figures_interval():
+    from pathlib import Path
+
+    results = Path(__file__).resolve().parents[1] / "results" / "lesson08"
+    reports = {name: ev.evaluate_predictions(predictions.load_predictions(results / name / "predictions_test.csv"),
+                                             n_boot=200, seed=0) for name in ("control_64", "border_only")}
+    table = ev.figures_table(reports)
+    assert list(table.index) == ["control_64", "border_only"]
+    assert list(table.columns) == ["accuracy", "macro recall", *(f"recall {c}" for c in CLASSES)]
+    a = reports["border_only"].overall.loc["accuracy"]
+    assert table.loc["border_only", "accuracy"] == metrics.interval_text(a["estimate"], a["ci_low"], a["ci_high"])
+    r = reports["control_64"].per_class.loc[("Normal", "recall")]
+    assert table.loc["control_64", "recall Normal"] == metrics.interval_text(r["estimate"], r["ci_low"], r["ci_high"])
+    assert list(ev.figures_table(reports, ("accuracy", "precision")).columns) == [
+        "accuracy", *(f"precision {c}" for c in CLASSES)]
