@@ -104,9 +104,12 @@ def probe(build: Callable[[], Any], name: str, image_size: int, channels: int = 
     """
     import keras
 
+    from cxr_utils import models
+
     with policy(name):
         model = build()
         model.compile(optimizer=keras.optimizers.Adam(1e-4), loss="categorical_crossentropy")
+        models.build_training_state(model)
     rng = np.random.default_rng(0)
     x = rng.random((batch_size, image_size, image_size, channels), dtype=np.float32)
     y = np.eye(int(model.output_shape[-1]), dtype=np.float32)[rng.integers(0, int(model.output_shape[-1]), batch_size)]

@@ -226,7 +226,10 @@ def lr_range_test(
         raise ValueError(f"steps must be >= 2, got {steps}")
     keras.utils.set_random_seed(seed)
     model = model_fn()
+    from cxr_utils.models import build_training_state
+
     model.compile(optimizer=(optimizer or (lambda lr: keras.optimizers.Adam(learning_rate=lr)))(min_lr), loss=loss)
+    build_training_state(model)
     rates = min_lr * (max_lr / min_lr) ** (np.arange(steps) / (steps - 1))
 
     def batches():

@@ -95,6 +95,7 @@ def train_source_model(image_size: int = 64, epochs: int = 8, seed: int = 0, sub
     model.compile(optimizer=keras.optimizers.AdamW(schedule, weight_decay=config["weight_decay"]),
                   loss=keras.losses.CategoricalCrossentropy(label_smoothing=config["label_smoothing"]),
                   metrics=["accuracy"])
+    models.build_training_state(model)
     val = data.make_dataset("val", image_size=image_size, batch_size=64, seed=seed, subset=subset, target="source")
     history, best, best_weights = [], -1.0, None
     for epoch in range(epochs):

@@ -362,8 +362,12 @@ def make_schedule(config: dict[str, Any], steps_per_epoch: int):
 
 
 def compile_model(model: keras.Model, config: dict[str, Any], steps_per_epoch: int) -> None:
-    """Compile ``model`` with the recipe's optimiser, schedule and (smoothed) cross-entropy; metric accuracy."""
-    from cxr_utils import losses
+    """Compile ``model`` with the recipe's optimiser, schedule and (smoothed) cross-entropy; metric accuracy.
+
+    Its optimizer and metric variables are created at once (:func:`cxr_utils.models.build_training_state`), so
+    that ``fit`` traces the training step once.
+    """
+    from cxr_utils import losses, models
 
     lr = make_schedule(config, steps_per_epoch)
     if config["weight_decay"]:
@@ -371,6 +375,7 @@ def compile_model(model: keras.Model, config: dict[str, Any], steps_per_epoch: i
     else:
         optimizer = keras.optimizers.Adam(learning_rate=lr)
     model.compile(optimizer=optimizer, loss=losses.keras_loss(config["label_smoothing"]), metrics=["accuracy"])
+    models.build_training_state(model)
 
 
 def learning_rate_after(model: keras.Model, config: dict[str, Any], steps_per_epoch: int) -> float:
@@ -733,7 +738,7 @@ def train_recipe(recipe: str | Recipe, run_name: str | None = None, *, epochs: i
 def _fit(config: dict, run_dir: Path, manifest: pd.DataFrame, say: Callable[[str], None],
          extra_callbacks: list, dist) -> None:
     """Train the epochs not yet done, one ``fit`` call each, writing history, best model and backup after each."""
-    from cxr_utils import losses
+    from cxr_utils import losses, models
 
     keras.utils.set_random_seed(config["seed"])
     size, ch, sub, seed, epochs = (config[k] for k in ("image_size", "channels", "subset", "seed", "epochs"))
@@ -753,7 +758,7 @@ def _fit(config: dict, run_dir: Path, manifest: pd.DataFrame, say: Callable[[str
     start = backup.epochs_done()
     if start:
         with dist.scope():
-            model = backup.restore()
+            model = models.build_training_state(backup.restore())
         say(f"resuming after epoch {start} of {epochs} (state restored from {BACKUP_DIR}/)")
     else:
         from cxr_utils import precision

@@ -288,3 +288,37 @@ def test_training_throughput_reports_images_per_second_of_a_real_training_step(t
     speed = models.training_throughput(model, batch_size=4, steps=2, warmup=1)
     assert speed > 0
     assert any(not np.array_equal(a, b) for a, b in zip(before, model.get_weights(), strict=True))
+
+
+def _train_and_count_traces(build_first: bool, x: np.ndarray) -> tuple[int, list[np.ndarray]]:
+    """Train a fresh small conv net (seed 0) for one epoch on ``x``; return how many times Keras traced its
+    training step, and its weights after."""
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input(x.shape[1:])
+    hidden = keras.layers.GlobalAveragePooling2D()(keras.layers.Conv2D(4, 3, activation="relu")(inputs))
+    model = keras.Model(inputs, keras.layers.Dense(len(CLASSES), activation="softmax")(hidden))
+    model.compile(optimizer=keras.optimizers.AdamW(1e-3), loss="categorical_crossentropy", metrics=["accuracy"])
+    if build_first:
+        assert models.build_training_state(model) is model
+    traces = []
+    step = model.train_step
+    model.train_step = lambda data: (traces.append(1), step(data))[1]  # runs once per trace, not per batch
+    y = keras.utils.to_categorical(np.arange(len(x)) % len(CLASSES), len(CLASSES))
+    model.fit(x, y, batch_size=2, epochs=1, shuffle=False, verbose=0)
+    return len(traces), model.get_weights()
+
+
+def test_building_the_training_state_first_traces_the_step_once_and_trains_the_same(real_xrays):
+    x = np.concatenate([real_xrays, real_xrays[:, ::-1]])  # four real X-rays: two batches of two
+    once, built = _train_and_count_traces(True, x)
+    twice, lazy = _train_and_count_traces(False, x)
+    assert once == 1
+    assert twice == 2, ("this Keras no longer traces a step that creates the optimizer's variables twice: "
+                        "models.build_training_state no longer saves anything and can go")
+    for a, b in zip(built, lazy, strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_building_the_training_state_needs_a_compiled_model():
+    with pytest.raises(ValueError, match="compile"):
+        models.build_training_state(models.efficient_cnn(size=32, width=0.25))
