@@ -11,11 +11,14 @@ every test, lesson cells included):
   folders: ``CXR_DATA_DIR`` (fetched, curated and cached data) and ``CXR_RUNS_DIR`` (training runs) are
   set here, before any kernel starts, whatever the caller's environment says. ``results/`` and
   ``notebooks/`` are only read.
-- The data is fetched from the mirror and curated once, before the first test or lesson cell that
-  needs it (:func:`curated_data`).
+- The data is fetched from the mirror and curated once per test run, before the first test or lesson cell
+  that needs it (:func:`curated_data`): under pytest-xdist the first worker to need it does it, into a folder
+  the run's workers share, and each worker copies the result into its own data folder.
 - Under pytest-xdist each worker's TensorFlow, and that of the kernels and processes it starts, gets its share
   of the cores (``TF_NUM_INTRAOP_THREADS``, ``TF_NUM_INTEROP_THREADS``, ``OMP_NUM_THREADS``, unless set): two
   workers on two cores then take turns instead of fighting over them.
+- Under pytest-xdist the lessons start at once on one worker, while the other workers begin with the groups
+  that need no curated data, then the longest groups (:func:`pytest_collection_modifyitems`).
 - Each lesson is executed once per session. With ``--nbval-lax`` nbval executes it (its cells run first,
   in lesson order) and checks the cells marked ``# NBVAL_CHECK_OUTPUT``; the outputs it got are kept
   (:data:`EXECUTED`) and every other check of that lesson reads them (fixture ``lesson``). Without nbval,
@@ -72,6 +75,9 @@ def pytest_configure(config: pytest.Config) -> None:
             os.environ[name] = str(Path(os.environ[name].strip()).expanduser().resolve())
     root = Path(tempfile.mkdtemp(prefix="cxr-tests-"))
     _SESSION.update(root=root, data=root / "data", runs=root / "runs")
+    if not os.environ.get(SHARED_ENV):  # the first process of the run (xdist's controller): its workers inherit it
+        os.environ[SHARED_ENV] = str(root / "shared")
+        _SESSION["owns_shared"] = root
     os.environ["CXR_DATA_DIR"] = str(_SESSION["data"])
     os.environ["CXR_RUNS_DIR"] = str(_SESSION["runs"])
     os.environ["CXR_SMOKE"] = "1"
@@ -86,21 +92,42 @@ def pytest_configure(config: pytest.Config) -> None:
 def pytest_unconfigure(config: pytest.Config) -> None:
     if "root" in _SESSION:
         shutil.rmtree(_SESSION["root"], ignore_errors=True)
+    if "owns_shared" in _SESSION:  # xdist's controller: its workers are done with the shared data
+        os.environ.pop(SHARED_ENV, None)
+
+
+SHARED_ENV = "CXR_TESTS_SHARED_DIR"
+"""The folder that the processes of one test run share (set by the first; xdist's workers inherit it): it holds
+the data fetched and curated once for all of them."""
 
 
 def curated_data() -> Path:
-    """Fetch the sources from the mirror and curate them with the real commands, once per session.
+    """Fetch the sources from the mirror and curate them with the real commands, once per test run.
+
+    The first process of the run that needs the data does it, into ``shared/data`` under :data:`SHARED_ENV`
+    (with a lock: the others wait for it, then find it done). Every process then copies that folder into
+    its own data folder, so that what one worker's tests write there (lesson 01 curates again, the CLI
+    tests replace the split) never reaches another's.
 
     Returns the session's data folder (``CXR_DATA_DIR``).
     """
+    from filelock import FileLock
+
     data = _SESSION["data"]
     if not _CURATED:
-        env = {**os.environ, "CXR_DATA_DIR": str(data), "CXR_DATA_MIRROR": str(_mirror())}
-        for step in (["fetch", "--quiet"], ["curate", "--quiet"]):
-            proc = subprocess.run([sys.executable, "-m", "cxr_utils.cli", *step], env=env, capture_output=True,
-                                  text=True)
-            if proc.returncode != 0:
-                pytest.exit(f"cxr-data {step[0]} failed:\n{proc.stdout}\n{proc.stderr}", returncode=3)
+        shared = Path(os.environ[SHARED_ENV]) / "data"
+        shared.parent.mkdir(parents=True, exist_ok=True)
+        with FileLock(shared.parent / "data.lock"):
+            done = shared.parent / "data.complete"
+            if not done.is_file():
+                env = {**os.environ, "CXR_DATA_DIR": str(shared), "CXR_DATA_MIRROR": str(_mirror())}
+                for step in (["fetch", "--quiet"], ["curate", "--quiet"]):
+                    proc = subprocess.run([sys.executable, "-m", "cxr_utils.cli", *step], env=env,
+                                          capture_output=True, text=True)
+                    if proc.returncode != 0:
+                        pytest.exit(f"cxr-data {step[0]} failed:\n{proc.stdout}\n{proc.stderr}", returncode=3)
+                done.touch()
+        shutil.copytree(shared, data, dirs_exist_ok=True)  # copy2 keeps modification times: caches stay valid
         _CURATED["done"] = True
     return data
 
@@ -109,9 +136,36 @@ def _is_lesson_cell(item: pytest.Item) -> bool:
     return type(item).__name__ == "IPyNbCell"
 
 
+DATA_FIXTURES = {"curated_data_dir", "tiny_run", "lesson"}
+"""Fixtures that need the curated data (lesson and solutions cells need it too)."""
+
+LONG_GROUPS = ("tiny_run", "tests/test_distribute.py", "tests/test_jupyterlab.py")
+"""The longest groups after the lessons' (measured on 2 cores: about 140, 60 and 40 s): started early, so that
+short groups, not these, are what is left when the first worker runs out of work."""
+
+
+def _needs_data(item: pytest.Item) -> bool:
+    return _is_lesson_cell(item) or bool(DATA_FIXTURES & set(getattr(item, "fixturenames", ())))
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Run the lessons' cells first (each lesson once, in order), so the checks that read them come after."""
-    items.sort(key=lambda item: 0 if _is_lesson_cell(item) else 1)
+    """Order the run: the lessons' cells first (each lesson once, in order) and the rest of their group, so the
+    checks that read them come after; then the groups that need no curated data (another worker runs them
+    while the first fetches and curates); then :data:`LONG_GROUPS`; then the rest, in collection order."""
+    needs = {}
+    for item in items:
+        group = group_of(item.nodeid)
+        needs[group] = needs.get(group, False) or _needs_data(item)
+
+    def rank(item: pytest.Item) -> tuple[int, int]:
+        group = group_of(item.nodeid)
+        if group == "lessons":
+            return (0, 0 if _is_lesson_cell(item) else 1)
+        if not needs[group]:
+            return (1, 0)
+        return (2, 0) if group in LONG_GROUPS else (3, 0)
+
+    items.sort(key=rank)  # stable: collection order within each rank
 
 
 GROUPS = {"test_lessons.py": "lessons", **{name: "tiny_run" for name in (
@@ -142,6 +196,8 @@ def pytest_xdist_make_scheduler(config: pytest.Config, log):
     """Under ``-n N`` (``tools/course.py test``): xdist's scope scheduling, each :func:`group_of` a scope, so a
     group runs whole on one worker; the lessons (collected first) start at once."""
     from xdist.scheduler import LoadScopeScheduling
+
+    config.option.loadscopereorder = False  # keep the order pytest_collection_modifyitems gave
 
     class Groups(LoadScopeScheduling):
         def _split_scope(self, nodeid: str) -> str:
