@@ -1,8 +1,9 @@
 """Training under tf.distribute: two logical CPU devices (MirroredStrategy) and two worker processes on
 127.0.0.1 (MultiWorkerMirroredStrategy) train the same run as one device, and the chief's folder is complete.
 
-Each run is a real ``train_recipe`` in its own Python process (a strategy must exist before TensorFlow
-starts its runtime): the improved recipe at 32 px on 64 images per split for 1 epoch, global batch 32,
+Each distributed run is a real ``train_recipe`` in its own Python process (a strategy must exist before
+TensorFlow starts its runtime); the one-device run they are compared with is trained by the same script in
+the test's own process. All train the improved recipe at 32 px on 64 images per split for 1 epoch, global batch 32,
 without dropout (each replica would draw its own masks) so that the runs can be compared. With the
 same images, augmentations, initial weights and summed gradient, they differ only in the order of
 floating-point additions: the histories agree to :data:`TOLERANCE`.
@@ -29,11 +30,11 @@ TOLERANCE = 1e-4
 TIMEOUT = 600  # seconds for a run (two workers share this 2-core machine)
 
 SCRIPT = textwrap.dedent('''
-    import json, os, sys
+    import json, sys
     from dataclasses import replace
 
-    def main():
-        mode, name = sys.argv[1], sys.argv[2]
+    def train_run(mode, name):
+        """Train the compared run under ``mode`` ("single", "mirrored" or "worker") into runs/<name>."""
         import tensorflow as tf
         if mode == "mirrored":
             cpu = tf.config.list_physical_devices("CPU")[0]
@@ -46,11 +47,10 @@ SCRIPT = textwrap.dedent('''
         from cxr_utils import train
         recipe = replace(train.RECIPES["improved"], name="improved-nodropout",
                          model_kwargs={**train.RECIPES["improved"].model_kwargs, "dropout": 0.0})
-        folder = train.train_recipe(recipe, name, epochs=1, subset=64, image_size=32, verbose=0, strategy=strategy)
-        print(json.dumps({"folder": str(folder)}))
+        return train.train_recipe(recipe, name, epochs=1, subset=64, image_size=32, verbose=0, strategy=strategy)
 
     if __name__ == "__main__":
-        main()
+        print(json.dumps({"folder": str(train_run(sys.argv[1], sys.argv[2]))}))
 ''')
 
 
@@ -93,7 +93,13 @@ def finish(proc: subprocess.Popen) -> Path:
 
 @pytest.fixture(scope="module")
 def single(script, runs_root) -> Path:
-    return finish(start(script, runs_root, "single", "single"))
+    """The one-device run, trained by the same script in this process: it needs no strategy set up before
+    TensorFlow starts, and this process has TensorFlow started already."""
+    namespace = {"__name__": "distribute_script"}
+    exec(compile(SCRIPT, str(script), "exec"), namespace)
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("CXR_RUNS_DIR", str(runs_root))
+        return namespace["train_run"]("single", "single")
 
 
 def assert_same_training(run: Path, single: Path) -> None:
