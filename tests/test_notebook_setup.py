@@ -7,17 +7,30 @@ import subprocess
 import sys
 
 
-def test_setup_imports_tensorflow_without_writing_to_stderr() -> None:
-    code = "import cxr_utils.notebook as n; n.setup(); import sys; print('tensorflow' in sys.modules)"
+def test_setup_leaves_tensorflow_unimported_and_its_later_import_writes_nothing_to_stderr() -> None:
+    """Keras imports TensorFlow, as a lesson's first cell that needs it does."""
+    code = ("import sys, cxr_utils.notebook as n; n.setup(); before = 'tensorflow' in sys.modules; import keras; "
+            "print(before, 'tensorflow' in sys.modules)")
     quiet = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert quiet.returncode == 0, quiet.stderr
-    assert quiet.stdout.strip() == "True"
+    assert quiet.stdout.strip() == "False True"
     assert quiet.stderr == "", quiet.stderr
+
+
+def test_a_lesson_that_never_needs_tensorflow_never_imports_it() -> None:
+    """Lesson 01's modules: setup must not spend the seconds of TensorFlow's import on a lesson that has no use
+    for it."""
+    code = ("import sys, cxr_utils.notebook as n; n.setup(); "
+            "from cxr_utils import CLASSES, curation, metadata, paper, paths, plots, sources; "
+            "print('tensorflow' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0 and out.stdout.strip() == "False", out.stderr
 
 
 def test_setup_silences_what_a_library_writes_to_file_descriptor_2_while_it_loads(tmp_path) -> None:
     """TensorFlow's C++ libraries write to fd 2 before any logging setting applies; a module doing the
-    same shows that setup() silences the descriptor itself, on any machine (and that a plain import does not)."""
+    same shows that its import after setup() (and import_tensorflow_quietly, which cxr-predict uses) silences the
+    descriptor itself, on any machine (and that a plain import does not)."""
     fake = tmp_path / "tensorflow"
     fake.mkdir()
     (fake / "__init__.py").write_text("import os\nos.write(2, b'Could not find cuda drivers on your machine\\n')\n")
@@ -25,10 +38,11 @@ def test_setup_silences_what_a_library_writes_to_file_descriptor_2_while_it_load
     loud = subprocess.run([sys.executable, "-c", "import tensorflow"], capture_output=True, text=True, env=env,
                           timeout=60)
     assert "Could not find cuda drivers" in loud.stderr
-    code = "import cxr_utils.notebook as n; n.setup(); print('done')"
-    quiet = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=60)
-    assert quiet.returncode == 0 and quiet.stdout.strip() == "done", quiet.stderr
-    assert "cuda" not in quiet.stderr, quiet.stderr
+    for code in ("import cxr_utils.notebook as n; n.setup(); import tensorflow; print('done')",
+                 "import cxr_utils.notebook as n; n.import_tensorflow_quietly(); print('done')"):
+        quiet = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=60)
+        assert quiet.returncode == 0 and quiet.stdout.strip() == "done", quiet.stderr
+        assert "cuda" not in quiet.stderr, quiet.stderr
 
 
 def test_setup_sets_modest_figure_dpi(tmp_path) -> None:
