@@ -18,13 +18,10 @@ A run records the policy it used in its ``config.json`` and why in ``environment
 from __future__ import annotations
 
 import contextlib
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-
-import numpy as np
 
 POLICIES: tuple[str, ...] = ("float32", "mixed_bfloat16", "mixed_float16")
 """The policies a recipe may ask for, besides ``"auto"``."""
@@ -99,25 +96,20 @@ def probe(build: Callable[[], Any], name: str, image_size: int, channels: int = 
           steps: int = 4) -> float:
     """Images per second of ``steps`` training steps of the network ``build()`` makes, under policy ``name``.
 
-    One untimed step first (it traces the graph). Random in-memory images, so only the network's own
-    arithmetic is measured.
-    """
-    import keras
+    That network's :func:`cxr_utils.models.training_throughput` under the policy: one untimed step first (it
+    traces the graph), then random in-memory images, so only the network's own arithmetic is measured.
 
+    Raises:
+        ValueError: ``build()`` made a network whose input is not ``image_size`` x ``image_size`` x ``channels``.
+    """
     from cxr_utils import models
 
     with policy(name):
         model = build()
-        model.compile(optimizer=keras.optimizers.Adam(1e-4), loss="categorical_crossentropy")
-        models.build_training_state(model)
-    rng = np.random.default_rng(0)
-    x = rng.random((batch_size, image_size, image_size, channels), dtype=np.float32)
-    y = np.eye(int(model.output_shape[-1]), dtype=np.float32)[rng.integers(0, int(model.output_shape[-1]), batch_size)]
-    model.train_on_batch(x, y)
-    start = time.perf_counter()
-    for _ in range(steps):
-        model.train_on_batch(x, y)
-    return batch_size * steps / (time.perf_counter() - start)
+        shape = tuple(model.inputs[0].shape[1:])
+        if shape != (image_size, image_size, channels):
+            raise ValueError(f"the network takes {shape} images, not {(image_size, image_size, channels)}")
+        return models.training_throughput(model, batch_size=batch_size, steps=steps, warmup=1)
 
 
 def choose(requested: str, measure: Callable[[str], float] | None = None,

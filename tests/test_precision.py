@@ -60,6 +60,8 @@ def test_a_probe_measures_images_per_second_under_each_policy():
 
     rate = precision.probe(lambda: models.efficient_cnn(32, width=0.25), "float32", 32, steps=2, batch_size=8)
     assert rate > 0
+    with pytest.raises(ValueError, match=r"takes \(32, 32, 3\) images, not \(64, 64, 3\)"):
+        precision.probe(lambda: models.efficient_cnn(32, width=0.25), "float32", 64, steps=1, batch_size=8)
 
 
 def test_a_run_records_the_precision_it_used_and_why(curated_data_dir, tmp_path, monkeypatch):
