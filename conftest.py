@@ -140,7 +140,7 @@ DATA_FIXTURES = {"curated_data_dir", "tiny_run", "lesson"}
 """Fixtures that need the curated data (lesson and solutions cells need it too)."""
 
 LONG_GROUPS = ("tiny_run", "tests/test_distribute.py", "tests/test_jupyterlab.py")
-"""The longest groups after the lessons' (measured on 2 cores: about 140, 60 and 40 s): started early, so that
+"""The longest groups after the lessons' (measured on 2 cores: about 130, 60 and 40 s): started early, so that
 short groups, not these, are what is left when the first worker runs out of work."""
 
 
