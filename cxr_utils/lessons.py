@@ -216,12 +216,26 @@ def save(path: Path, nb: dict) -> None:
     atomic.write_text(path, text)
 
 
+WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
+
+
+def leftover_widget_state(nb: dict) -> bool:
+    """Whether ``nb`` saves the state of widgets that none of its outputs shows (a progress bar of an earlier
+    execution leaves it behind in the notebook's metadata)."""
+    shown = any(WIDGET_VIEW in out.get("data", {}) for cell in nb.get("cells", []) for out in cell.get("outputs", []))
+    return "widgets" in nb.get("metadata", {}) and not shown
+
+
 def clean_metadata(nb: dict) -> dict:
-    """Drop machine-specific metadata that papermill records (absolute input/output paths)."""
-    pm = nb.get("metadata", {}).get("papermill")
+    """Drop machine-specific metadata that papermill records (absolute input/output paths), and widget state
+    no output shows (:func:`leftover_widget_state`)."""
+    meta = nb.get("metadata", {})
+    pm = meta.get("papermill")
     if pm:
         for key in ("input_path", "output_path", "environment_variables"):
             pm.pop(key, None)
+    if leftover_widget_state(nb):
+        meta.pop("widgets")
     return nb
 
 

@@ -200,13 +200,19 @@ def machine_detail_problems(nb: dict, hostname: str | None = None) -> list[str]:
     return problems
 
 
+def widget_state_problems(nb: dict) -> list[str]:
+    """No saved widget state that no output shows (tools/notebooks.py execute drops it)."""
+    return ["notebook metadata saves widgets no output shows: re-save it with lessons.clean_metadata"] \
+        if lessons.leftover_widget_state(nb) else []
+
+
 def notebook_problems(path: Path) -> list[str]:
     """All hygiene problems of one lesson file."""
     nb = load(path)
     return [
         *schema_problems(nb), *error_output_problems(nb), *execution_count_problems(nb),
         *header_problems(nb, path.name), *kernelspec_problems(nb), *size_problems(nb, path.stat().st_size),
-        *machine_detail_problems(nb),
+        *machine_detail_problems(nb), *widget_state_problems(nb),
     ]
 
 
@@ -401,3 +407,16 @@ def test_a_broken_lesson_fails_the_whole_check(lesson, tmp_path):
     good_path.parent.mkdir()
     good_path.write_text(json.dumps(good, indent=1))
     assert any("was not executed" in p for p in set(notebook_problems(path)) - set(notebook_problems(good_path)))
+
+
+def test_widget_state_that_no_output_shows_is_a_problem_and_clean_metadata_drops_it():
+    nb = load(NOTEBOOKS / "04_loss_and_label_smoothing.ipynb")
+    assert not widget_state_problems(nb)
+    nb["metadata"]["widgets"] = {"application/vnd.jupyter.widget-state+json": {"state": {}, "version_major": 2}}
+    assert widget_state_problems(nb)
+    assert not widget_state_problems(lessons.clean_metadata(nb)) and "widgets" not in nb["metadata"]
+    shown = copy.deepcopy(nb)
+    shown["metadata"]["widgets"] = {"application/vnd.jupyter.widget-state+json": {"state": {}}}
+    [c for c in shown["cells"] if c["cell_type"] == "code"][-1]["outputs"].append(
+        {"output_type": "display_data", "metadata": {}, "data": {lessons.WIDGET_VIEW: {"model_id": "x"}}})
+    assert not widget_state_problems(shown) and "widgets" in lessons.clean_metadata(shown)["metadata"]
