@@ -107,7 +107,10 @@ def curated_data() -> Path:
     The first process of the run that needs the data does it, into ``shared/data`` under :data:`SHARED_ENV`
     (with a lock: the others wait for it, then find it done). Every process then copies that folder into
     its own data folder, so that what one worker's tests write there (lesson 01 curates again, the CLI
-    tests replace the split) never reaches another's.
+    tests replace the split) never reaches another's; all but ``cache/``, which they share through a
+    symbolic link, so that each image size is decoded once per run. Every worker has the same manifest and
+    image files (their modification times copied too), hence the same cache keys, and a cache file is
+    replaced whole: two workers that build one at once write the same bytes.
 
     Returns the session's data folder (``CXR_DATA_DIR``).
     """
@@ -127,7 +130,13 @@ def curated_data() -> Path:
                     if proc.returncode != 0:
                         pytest.exit(f"cxr-data {step[0]} failed:\n{proc.stdout}\n{proc.stderr}", returncode=3)
                 done.touch()
-        shutil.copytree(shared, data, dirs_exist_ok=True)  # copy2 keeps modification times: caches stay valid
+        top = str(shared)
+        shutil.copytree(shared, data, dirs_exist_ok=True,  # copy2 keeps modification times: caches stay valid
+                        ignore=lambda folder, names: ["cache"] if folder == top else [])
+        try:  # decoded images: each size is decoded once for all workers (cache files are replaced atomically)
+            (data / "cache").symlink_to(shared / "cache", target_is_directory=True)
+        except OSError:  # no symbolic links here: a copy, and each worker decodes for itself
+            shutil.copytree(shared / "cache", data / "cache", dirs_exist_ok=True)
         _CURATED["done"] = True
     return data
 
