@@ -20,6 +20,9 @@ And the numbers a lesson shows about any such model:
 - :func:`receptive_fields`: receptive field and stride ("jump") of every spatial layer;
 - :func:`training_throughput`: images per second of a training step on random in-memory arrays.
 
+And :func:`build_training_state`, which readies a compiled model for ``fit`` so that TensorFlow traces its
+training step once, not twice.
+
 The builders take no seed: call ``keras.utils.set_random_seed(seed)`` before building for
 reproducible initial weights.
 """
