@@ -6,7 +6,8 @@ Each lesson starts with the same three cells, which :func:`synced` writes (idemp
    ``<!-- colab-badge -->``; the rest of the cell, title and introduction, is the author's);
 2. a code cell tagged ``setup``: on Google Colab it clones the course, installs it and, unless the
    lesson is in :data:`DATA_FREE`, fetches the data; everywhere else it only calls
-   ``cxr_utils.notebook.setup()`` (quiet TensorFlow import, figure dpi), installing and downloading nothing;
+   ``cxr_utils.notebook.setup()`` (TensorFlow's first import made quiet, figure dpi), installing and
+   downloading nothing;
 3. the author's code cell tagged ``parameters`` (papermill injects values after it).
 
 The badge and the Colab setup come from one setting, ``[tool.cxr-course] repository`` in
